@@ -1,0 +1,113 @@
+"""The interface backends fill: the Meta and Feedback roles, and the task model.
+
+A backend plugin yields a :class:`~sia_core.records.BackendSpec` whose ``factory`` returns an
+object with the methods of :class:`Backend`. The core calls ``meta`` once (generation 1),
+``feedback`` after every scored generation, and ``task_model`` to learn where the model gateway
+should send the scaffold's LLM calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .records import Decision, _tuple
+
+
+@attrs.frozen(kw_only=True)
+class BackendOptions:
+    """What the run asks of a backend (from the CLI)."""
+
+    meta_model: str | None = None
+    task_model: str | None = None
+    seed: int = 0
+    run_dir: str | None = None
+    settings: dict[str, Any] = attrs.field(factory=dict)  # backend-specific, e.g. a script path
+
+
+@attrs.frozen(kw_only=True)
+class MetaRequest:
+    """Inputs of the Meta-Agent (generation 1)."""
+
+    gen: int
+    gen_dir: Path
+    task_name: str
+    task_md: str
+    reference_scaffold: str
+    sample_task_descriptions: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class FeedbackRequest:
+    """Inputs of the Feedback-Agent. Dev metrics only: no test score ever reaches a decision.
+
+    ``parent_gen_dir`` holds the parent's ``target_agent.py``, ``agent_execution.json`` (its full
+    trajectories) and ``metrics_dev.json``. ``next_gen`` is the generation being made.
+    """
+
+    next_gen: int
+    next_gen_dir: Path
+    parent_gen: int
+    parent_gen_dir: Path
+    parent_scaffold: str
+    dev_metrics: dict[str, Any]
+    context_md: str
+    task_md: str
+    task_name: str
+    history: tuple[dict[str, Any], ...] = attrs.field(default=(), converter=_tuple)  # dev only
+    trainable_task_model: bool = False
+    lever_override: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentOutcome:
+    """What a Meta/Feedback step produced.
+
+    ``scaffold`` is the full text of the next ``target_agent.py`` (``None`` keeps the parent's).
+    ``transcript`` is every turn, tool call and result of the agent, saved in the generation folder.
+    """
+
+    decision: Decision
+    improvement_md: str
+    scaffold: str | None = None
+    transcript: tuple[dict[str, Any], ...] = attrs.field(default=(), converter=_tuple)
+    usage: dict[str, Any] = attrs.field(factory=dict)  # tokens / cost of the role's own calls
+
+
+@runtime_checkable
+class TaskModel(Protocol):
+    """Where the gateway sends the scaffold's LLM calls.
+
+    ``chat`` takes an OpenAI ``chat.completions`` request body and returns an OpenAI response
+    body (``choices[0].message.content``, ``usage``). It may raise; the gateway records the error.
+    """
+
+    name: str
+    trainable: bool
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A backend object, as returned by a ``BackendSpec.factory``."""
+
+    name: str
+
+    def meta(self, request: MetaRequest) -> AgentOutcome:
+        """Write generation 1's scaffold from the task and its reference scaffold."""
+        ...
+
+    def feedback(self, request: FeedbackRequest) -> AgentOutcome:
+        """Read the parent generation and decide how the next one is made."""
+        ...
+
+    def task_model(self) -> TaskModel:
+        """The task model the scaffold calls through the gateway."""
+        ...
+
+    def close(self) -> None:
+        """Release servers, clients and files. Called once, also after a failure."""
+        ...

@@ -1,0 +1,765 @@
+"""The self-improvement loop.
+
+Each generation ``n`` is made of steps, each writing only inside ``gen_n/`` and then appending a
+``step_finished`` event::
+
+    propose   gen 1: Meta-Agent -> target_agent.py; gen n: Feedback-Agent on the incumbent
+    train     (weights / both) LoRA RL through the frozen scaffold -> adapter
+    run       the scaffold on dev + sealed test in the sandbox, through the model gateway
+    score     dev -> metrics.json; test -> sealed/metrics_test.json (never read by a decision)
+    gate      the generation becomes the incumbent if it beats the incumbent's dev score
+
+A killed run resumes at the first unfinished step; finished steps are never redone.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import __version__
+from .backend import AgentOutcome, Backend, BackendOptions, FeedbackRequest, MetaRequest
+from .errors import SiaError
+from .gateway import Budget, Gateway
+from .plugins import SiaPluginManager, resolve
+from .policy import LeverContext, choose_algorithm, reward_stats, validate_lever
+from .records import (
+    Decision,
+    Event,
+    GenerationNode,
+    Item,
+    ItemResult,
+    Metrics,
+    ScoreResult,
+    from_dict,
+    to_dict,
+)
+from .runner import RunSpec, run_items, run_program, scaffold_kind
+from .runstore import SEALED, RunStore
+from .sandbox import Limits, Sandbox
+from .taskdir import Task, load_task
+
+STEPS = ("propose", "train", "run", "score", "gate")
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """Everything that defines a run; stored in ``run.json`` and reused by ``sia resume``."""
+
+    task: str
+    task_dir: str
+    max_gen: int = 3
+    backend: str = "scripted"
+    backend_settings: dict[str, Any] = attrs.field(factory=dict)
+    meta_model: str | None = None
+    task_model: str | None = None
+    lever: str = "auto"
+    rl_algorithm: str = "auto"
+    sandbox: str = "process"
+    seed: int = 0
+    gate_margin: float = 0.0
+    parallel: int | None = None
+    item_timeout_s: float | None = None
+    max_calls_per_gen: int | None = None
+    max_tokens_per_gen: int | None = None
+    max_run_tokens: int | None = None
+    eval_test: bool = True
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a re-run of the same command must match (``max_gen`` may grow)."""
+        d = to_dict(self)
+        d.pop("max_gen")
+        return d
+
+
+@attrs.frozen(kw_only=True)
+class GenRow:
+    """One line of the end-of-run summary (``test`` is shown, never used)."""
+
+    gen: int
+    parent: int | None
+    lever: str
+    rl_algorithm: str | None
+    dev: float | None
+    test: float | None
+    incumbent: bool
+    status: str
+    seconds: float
+
+
+class RunLock:
+    """An exclusive lock on a run folder so two processes never drive the same run."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise SiaError(
+                f"run folder {self.path.parent} is in use by another sia process (pid {pid})"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), old_name, new_name
+        )
+    )
+
+
+class Loop:
+    """Drives one run from its current state to ``max_gen``, a stop decision, or a budget."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        store: RunStore,
+        pm: SiaPluginManager,
+        *,
+        on_item: Callable[[ItemResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.pm = pm
+        self.on_item = on_item
+        self.task: Task = load_task(config.task_dir)
+        self.backend: Backend | None = None
+        self.sandbox: Sandbox | None = None
+        self.gateway: Gateway | None = None
+
+    # -- events -------------------------------------------------------------------------------
+
+    def emit(self, type: str, gen: int | None = None, **data: Any) -> Event:
+        event = self.store.append(type, gen=gen, **data)
+        self.pm.notify(event)
+        return event
+
+    def _progress(self, type: str, gen: int | None, **data: Any) -> None:
+        """An event for observers only (not written to events.jsonl)."""
+        self.pm.notify(Event(type=type, run_id=self.store.run_id, gen=gen, data=to_dict(data)))
+
+    # -- run state derived from events --------------------------------------------------------
+
+    def nodes(self) -> list[GenerationNode]:
+        """The archive: one node per gated generation, incumbent flag on the current best."""
+        nodes = [
+            from_dict(GenerationNode, e.data["node"])
+            for e in self.store.events
+            if e.type == "step_finished" and e.data.get("step") == "gate"
+        ]
+        inc = self.incumbent_gen()
+        return [attrs.evolve(n, incumbent=(n.gen == inc)) for n in nodes]
+
+    def incumbent_gen(self) -> int | None:
+        gates = [
+            e
+            for e in self.store.events
+            if e.type == "step_finished" and e.data.get("step") == "gate"
+        ]
+        return gates[-1].data["incumbent"] if gates else None
+
+    def _done(self, gen: int, step: str) -> bool:
+        return (gen, step) in self.store.finished_steps()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> list[GenRow]:
+        with RunLock(self.store.root):
+            return self._run_locked()
+
+    def _run_locked(self) -> list[GenRow]:
+        cfg = self.config
+        resumed = bool(self.store.events)
+        self._write_run_json("running")
+        self.emit(
+            "run_resumed" if resumed else "run_started",
+            task=self.task.name,
+            backend=cfg.backend,
+            sandbox=cfg.sandbox,
+            max_gen=cfg.max_gen,
+        )
+        stop_reason = ""
+        try:
+            self._open()
+            for gen in range(1, cfg.max_gen + 1):
+                if self._done(gen, "gate"):
+                    continue
+                if any(e.type == "run_stopped" for e in self.store.events):
+                    break
+                if not any(e.type == "gen_started" and e.gen == gen for e in self.store.events):
+                    self.emit("gen_started", gen)
+                decision = self._step(gen, "propose", self._propose)
+                if decision.lever == "stop":
+                    stop_reason = f"generation {gen}: the Feedback-Agent decided to stop"
+                    self.emit("run_stopped", gen, reason=stop_reason)
+                    break
+                if decision.lever in ("weights", "both"):
+                    self._step(gen, "train", self._train)
+                self._step(gen, "run", self._run_scaffold)
+                self._step(gen, "score", self._score)
+                self._step(gen, "gate", self._gate)
+                self.emit("gen_finished", gen, incumbent=self.incumbent_gen())
+                over = self._over_budget()
+                if over and gen < cfg.max_gen:
+                    stop_reason = over
+                    self.emit("run_stopped", gen, reason=over)
+                    break
+        except BaseException as exc:
+            self._write_run_json("failed", error=f"{type(exc).__name__}: {exc}")
+            self.emit("run_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._close()
+        if not stop_reason:
+            stopped = self.store.last("run_stopped")
+            stop_reason = stopped.data["reason"] if stopped else ""
+        status = "stopped" if stop_reason else "finished"
+        self._write_run_json(status, stop_reason=stop_reason)
+        self.emit("run_finished", status=status, incumbent=self.incumbent_gen())
+        return self.summary()
+
+    def _step(self, gen: int, step: str, fn: Callable[[int], Any]) -> Any:
+        if self._done(gen, step):
+            return self._load_step(gen, step)
+        self._progress("step_started", gen, step=step)
+        t0 = time.monotonic()
+        result, data = fn(gen)
+        self.emit("step_finished", gen, step=step, seconds=round(time.monotonic() - t0, 3), **data)
+        return result
+
+    def _load_step(self, gen: int, step: str) -> Any:
+        if step == "propose":
+            return from_dict(Decision, self.store.read_json(f"gen_{gen}/decision.json"))
+        return None
+
+    # -- resources ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        cfg = self.config
+        spec = self.pm.backends().get(cfg.backend)
+        options = BackendOptions(
+            meta_model=cfg.meta_model,
+            task_model=cfg.task_model,
+            seed=cfg.seed,
+            run_dir=str(self.store.root),
+            settings=dict(cfg.backend_settings),
+        )
+        self.backend = resolve(spec.factory)(options)
+        self.sandbox = resolve(self.pm.sandboxes().get(cfg.sandbox).factory)()
+        self.gateway = Gateway(self.backend.task_model())
+        self.gateway.start()
+
+    def _close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:  # closing must not hide the run's own outcome
+                pass
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _propose(self, gen: int) -> tuple[Decision, dict[str, Any]]:
+        assert self.backend is not None
+        gdir = self.store.gen_dir(gen)
+        gdir.mkdir(parents=True, exist_ok=True)
+        reference = self.task.reference_scaffold.read_text(encoding="utf-8")
+        if gen == 1:
+            parent_gen, parent_text, parent_name = None, reference, "reference_target_agent.py"
+            outcome = self._call_agent(
+                "meta",
+                lambda: self.backend.meta(  # type: ignore[union-attr]
+                    MetaRequest(
+                        gen=gen,
+                        gen_dir=gdir,
+                        task_name=self.task.name,
+                        task_md=self.task.task_md,
+                        reference_scaffold=reference,
+                        sample_task_descriptions=self.task.sample_task_descriptions,
+                    )
+                ),
+                fallback_text=reference,
+                parent_gen=None,
+                fallback_why="the reference scaffold is used unchanged",
+            )
+        else:
+            parent_gen = self.incumbent_gen()
+            assert parent_gen is not None
+            pdir = self.store.gen_dir(parent_gen)
+            parent_text = (pdir / "target_agent.py").read_text(encoding="utf-8")
+            parent_name = f"gen_{parent_gen}/target_agent.py"
+            request = FeedbackRequest(
+                next_gen=gen,
+                next_gen_dir=gdir,
+                parent_gen=parent_gen,
+                parent_gen_dir=pdir,
+                parent_scaffold=parent_text,
+                dev_metrics=self.store.read_json(pdir / "metrics.json"),
+                context_md=self._read_text("context.md"),
+                task_md=self.task.task_md,
+                task_name=self.task.name,
+                history=tuple(self.history()),
+                trainable_task_model=bool(getattr(self.backend.task_model(), "trainable", False)),
+                lever_override=None if self.config.lever == "auto" else self.config.lever,
+            )
+            outcome = self._call_agent(
+                "feedback",
+                lambda: self.backend.feedback(request),  # type: ignore[union-attr]
+                fallback_text=parent_text,
+                parent_gen=parent_gen,
+                fallback_why=f"generation {gen} reuses the parent's scaffold (gen {parent_gen})",
+            )
+
+        decision = self._validate(outcome.decision, gen, parent_gen)
+        notes = list(decision.notes)
+        text = outcome.scaffold if outcome.scaffold is not None else parent_text
+        if decision.lever == "weights" and text != parent_text:
+            notes.append("the scaffold stays frozen for a weights generation; its edit was dropped")
+            text = parent_text
+        try:
+            ast.parse(text)
+        except SyntaxError as exc:
+            (gdir / "rejected_target_agent.py").write_text(text, encoding="utf-8")
+            notes.append(
+                f"the proposed scaffold has a syntax error (line {exc.lineno}: {exc.msg}); "
+                "kept the parent's (saved as rejected_target_agent.py)"
+            )
+            text = parent_text
+        if text == parent_text and decision.lever == "harness" and gen > 1:
+            notes.append("the scaffold is unchanged from the parent")
+        decision = attrs.evolve(decision, notes=tuple(notes))
+        self.store.write_text(gdir / "target_agent.py", text)
+        self.store.write_text(
+            gdir / "diff.patch",
+            unified_diff(parent_text, text, f"a/{parent_name}", f"b/gen_{gen}/target_agent.py"),
+        )
+        self.store.write_text(gdir / "improvement.md", self._improvement_md(outcome, decision))
+        self.store.write_json(gdir / "agent_transcript.json", list(outcome.transcript))
+        self.store.write_json(gdir / "decision.json", decision)
+        return decision, {
+            "lever": decision.lever,
+            "parent_gen": parent_gen,
+            "rl_algorithm": decision.rl_algorithm,
+            "scaffold_sha256": sha256_text(text),
+        }
+
+    def _call_agent(
+        self,
+        role: str,
+        call: Callable[[], AgentOutcome],
+        *,
+        fallback_text: str,
+        parent_gen: int | None,
+        fallback_why: str,
+    ) -> AgentOutcome:
+        try:
+            outcome = call()
+            if not isinstance(outcome, AgentOutcome):
+                raise TypeError(f"expected AgentOutcome, got {type(outcome).__name__}")
+            return outcome
+        except Exception as exc:
+            why = f"the {role} agent failed ({type(exc).__name__}: {exc}); {fallback_why}"
+            return AgentOutcome(
+                decision=Decision(
+                    lever="harness", source="core", rationale=why, parent_gen=parent_gen
+                ),
+                improvement_md=f"{why}.\n",
+                scaffold=fallback_text,
+                transcript=({"role": role, "error": f"{type(exc).__name__}: {exc}"},),
+            )
+
+    def _validate(self, decision: Decision, gen: int, parent_gen: int | None) -> Decision:
+        assert self.backend is not None
+        decision = attrs.evolve(decision, parent_gen=parent_gen)
+        if gen == 1:
+            return decision
+        algorithms = self.pm.rl_algorithms()
+        task_model = self.backend.task_model()
+        decision = validate_lever(
+            decision,
+            LeverContext(
+                gen=gen,
+                override=self.config.lever,
+                trainable=bool(getattr(task_model, "trainable", False)),
+                task_model_name=getattr(task_model, "name", "?"),
+                n_algorithms=len(algorithms),
+                n_executors=len(self.pm.executors()),
+            ),
+        )
+        if decision.lever not in ("weights", "both"):
+            return attrs.evolve(decision, rl_algorithm=None)
+        assert parent_gen is not None
+        pdir = self.store.gen_dir(parent_gen)
+        metrics = from_dict(Metrics, self.store.read_json(pdir / "metrics.json"))
+        stats = reward_stats(metrics.dev.per_item)
+        requested = self.config.rl_algorithm
+        if requested == "auto" and decision.rl_algorithm and decision.rl_algorithm in algorithms:
+            requested = decision.rl_algorithm  # the Feedback-Agent named one
+        name, fits, reason = choose_algorithm(
+            stats, algorithms, requested, self.history(), self.task.config.direction == "maximize"
+        )
+        return attrs.evolve(
+            decision,
+            rl_algorithm=name,
+            algorithm_fits=fits,
+            reward_stats=stats,
+            notes=(*decision.notes, f"RL objective {name}: {reason}"),
+        )
+
+    def _train(self, gen: int) -> tuple[None, dict[str, Any]]:
+        # Lever validation only lets a weights generation through when an RL algorithm and an
+        # executor plugin are installed; they bring the training step (sia-train).
+        raise SiaError("weight training needs the sia-train plugin, which is not installed")
+
+    def _run_scaffold(self, gen: int) -> tuple[None, dict[str, Any]]:
+        assert self.gateway is not None and self.sandbox is not None and self.backend is not None
+        cfg, task = self.config, self.task
+        gdir = self.store.gen_dir(gen)
+        work = gdir / "work"
+        if work.exists():
+            shutil.rmtree(work)  # a half-finished earlier attempt
+        work.mkdir(parents=True)
+        scaffold = gdir / "target_agent.py"
+        items: list[Item] = task.items("dev") + (task.items("test") if cfg.eval_test else [])
+        self.gateway.begin(
+            gen, Budget(max_calls=cfg.max_calls_per_gen, max_tokens=cfg.max_tokens_per_gen)
+        )
+        spec = RunSpec(
+            scaffold_path=scaffold,
+            work_dir=work,
+            public_dir=task.public_dir,
+            train_examples=tuple(task.train_examples()),
+            model_name=self.gateway_model_name(),
+            parallel=cfg.parallel or task.config.parallel,
+            item_timeout_s=cfg.item_timeout_s or task.config.item_timeout_s,
+            limits=Limits(),
+        )
+        total = len(items)
+        finished = 0
+
+        def on_item(result: ItemResult) -> None:
+            nonlocal finished
+            finished += 1
+            self._progress(
+                "item_finished",
+                gen,
+                item_id=result.item_id,
+                split=result.split,
+                status=result.status,
+                done=finished,
+                total=total,
+            )
+            if self.on_item:
+                self.on_item(result)
+
+        # a syntax error never gets here: the propose step keeps the parent's scaffold instead
+        kind = scaffold_kind(scaffold)
+        program = None
+        results: list[ItemResult] = []
+        if kind == "per_item":
+            results = run_items(
+                spec, items, sandbox=self.sandbox, gateway=self.gateway, on_item=on_item
+            )
+        else:
+            program = run_program(spec, sandbox=self.sandbox, gateway=self.gateway)
+        calls = self.gateway.calls()
+        usage = self.gateway.usage()
+        by_split: dict[str, list[ItemResult]] = {"dev": [], "test": []}
+        for r in results:
+            by_split.setdefault(r.split, []).append(r)
+        dev_ids = {r.item_id for r in by_split["dev"]}
+        self._write_execution(
+            gdir / "agent_execution.json",
+            gen,
+            by_split["dev"],
+            [c for c in calls if c.item_id in dev_ids or c.item_id is None],
+            usage,
+            program,
+        )
+        self._write_execution(
+            gdir / SEALED / "agent_execution_test.json",
+            gen,
+            by_split["test"],
+            [c for c in calls if c.item_id is not None and c.item_id not in dev_ids],
+            usage,
+            None,
+        )
+        n_err = sum(r.status == "error" for r in results)
+        n_to = sum(r.status == "timeout" for r in results)
+        return None, {
+            "kind": kind,
+            "items": len(results),
+            "errors": n_err,
+            "timeouts": n_to,
+            "llm_calls": usage.get("calls", 0),
+        }
+
+    def gateway_model_name(self) -> str:
+        assert self.backend is not None
+        return str(getattr(self.backend.task_model(), "name", ""))
+
+    def _write_execution(
+        self,
+        path: Path,
+        gen: int,
+        results: list[ItemResult],
+        calls: list[Any],
+        usage: dict[str, Any],
+        program: Any,
+    ) -> None:
+        self.store.write_json(
+            path,
+            {
+                "gen": gen,
+                "task": self.task.name,
+                "model": self.gateway_model_name(),
+                "items": results,
+                "answers": {r.item_id: r.answer for r in results},
+                "calls": calls,
+                "usage": usage,
+                "program": program,
+            },
+        )
+
+    def _score(self, gen: int) -> tuple[None, dict[str, Any]]:
+        gdir = self.store.gen_dir(gen)
+        run_data = self.store.read_json(gdir / "agent_execution.json")
+        test_data = self.store.read_json(gdir / SEALED / "agent_execution_test.json")
+        test: ScoreResult | None
+        if run_data.get("program") is not None:
+            scores = self.task.score_program_output(gdir / "work")
+            dev, test = scores["dev"], scores.get("test")
+        else:
+            dev = self.task.score("dev", run_data["answers"])
+            test = self.task.score("test", test_data["answers"]) if self.config.eval_test else None
+        items = [*run_data["items"], *test_data["items"]]
+        usage = run_data.get("usage") or {}
+        metrics = Metrics(
+            gen=gen,
+            dev=dev,
+            n_errors=sum(i["status"] == "error" for i in items),
+            n_timeouts=sum(i["status"] == "timeout" for i in items),
+            seconds=round(sum(i.get("seconds", 0.0) for i in items), 3),
+            llm_calls=int(usage.get("calls", 0)),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            cost_usd=float(usage.get("cost_usd", 0.0)),
+        )
+        self.store.write_json(gdir / "metrics.json", metrics)
+        if test is not None:
+            self.store.write_json(gdir / SEALED / "metrics_test.json", test)
+        return None, {"dev_score": dev.score}
+
+    def _gate(self, gen: int) -> tuple[None, dict[str, Any]]:
+        gdir = self.store.gen_dir(gen)
+        decision = from_dict(Decision, self.store.read_json(gdir / "decision.json"))
+        metrics = from_dict(Metrics, self.store.read_json(gdir / "metrics.json"))
+        text = (gdir / "target_agent.py").read_text(encoding="utf-8")
+        incumbent = self.incumbent_gen()
+        nodes = {n.gen: n for n in self.nodes()}
+        dev = metrics.dev.score
+        if incumbent is None:
+            accepted, why = True, "the first generation is the first incumbent"
+        else:
+            inc_dev = nodes[incumbent].dev_score or 0.0
+            accepted = self.task.better(dev, inc_dev, self.config.gate_margin)
+            verb = "beats" if accepted else "does not beat"
+            why = (
+                f"dev {dev:.4f} {verb} the incumbent gen {incumbent} ({inc_dev:.4f}) "
+                f"by more than {self.config.gate_margin}"
+            )
+        node = GenerationNode(
+            gen=gen,
+            parent_gen=decision.parent_gen,
+            lever=decision.lever,
+            scaffold_sha256=sha256_text(text),
+            rl_algorithm=decision.rl_algorithm,
+            dev_score=dev,
+            status="done",
+        )
+        new_incumbent = gen if accepted else incumbent
+        all_nodes = [*nodes.values(), node]
+        self.store.write_json(
+            "archive.json",
+            {
+                "incumbent": new_incumbent,
+                "nodes": [attrs.evolve(n, incumbent=n.gen == new_incumbent) for n in all_nodes],
+            },
+        )
+        self.store.write_text("context.md", self._context_md(all_nodes, new_incumbent, gen, why))
+        return None, {"node": node, "incumbent": new_incumbent, "accepted": accepted, "reason": why}
+
+    # -- derived views ------------------------------------------------------------------------
+
+    def history(self) -> list[dict[str, Any]]:
+        """Dev-only history the Feedback-Agent and the objective choice see."""
+        nodes = {n.gen: n for n in self.nodes()}
+        rows = []
+        for n in nodes.values():
+            parent = nodes.get(n.parent_gen) if n.parent_gen is not None else None
+            rows.append(
+                {
+                    "gen": n.gen,
+                    "parent_gen": n.parent_gen,
+                    "lever": n.lever,
+                    "rl_algorithm": n.rl_algorithm,
+                    "dev_score": n.dev_score,
+                    "parent_dev_score": parent.dev_score if parent else None,
+                    "incumbent": n.incumbent,
+                }
+            )
+        return rows
+
+    def _context_md(
+        self, nodes: list[GenerationNode], incumbent: int | None, gen: int, why: str
+    ) -> str:
+        lines = [
+            f"# Evolution log: {self.task.name}",
+            "",
+            f"Metric: {self.task.config.metric} on the dev split "
+            f"({self.task.config.direction}). Incumbent: generation {incumbent}.",
+            "",
+            "| gen | parent | lever | RL objective | dev | Δ vs parent | incumbent |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        by_gen = {n.gen: n for n in nodes}
+        for n in nodes:
+            parent = by_gen.get(n.parent_gen) if n.parent_gen is not None else None
+            delta = (
+                f"{(n.dev_score or 0) - (parent.dev_score or 0):+.4f}"
+                if parent is not None
+                else "-"
+            )
+            lines.append(
+                f"| {n.gen} | {n.parent_gen if n.parent_gen is not None else '-'} | {n.lever} | "
+                f"{n.rl_algorithm or '-'} | {n.dev_score:.4f} | {delta} | "
+                f"{'yes' if n.gen == incumbent else ''} |"
+            )
+        lines += ["", "## What each generation changed", ""]
+        for n in nodes:
+            d = self.store.read_json(self.store.gen_dir(n.gen) / "decision.json")
+            lines.append(f"- gen {n.gen} ({d['lever']}, from {d.get('source')}): {d['rationale']}")
+            lines.extend(f"  - {note}" for note in d.get("notes", []))
+        lines += ["", f"Last gate (gen {gen}): {why}.", ""]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _improvement_md(outcome: AgentOutcome, decision: Decision) -> str:
+        text = outcome.improvement_md.rstrip() + "\n"
+        if decision.notes:
+            text += "\n## Notes from sia\n\n" + "".join(f"- {n}\n" for n in decision.notes)
+        return text
+
+    def _read_text(self, rel: str) -> str:
+        p = self.store.root / rel
+        return p.read_text(encoding="utf-8") if p.exists() else ""
+
+    def _over_budget(self) -> str:
+        cap = self.config.max_run_tokens
+        if cap is None:
+            return ""
+        used = 0
+        for _, gdir in self.store.gen_dirs():
+            if (gdir / "metrics.json").exists():
+                m = self.store.read_json(gdir / "metrics.json")
+                used += m.get("prompt_tokens", 0) + m.get("completion_tokens", 0)
+        if used >= cap:
+            return f"token budget reached: {used} tokens used of --max-run-tokens {cap}"
+        return ""
+
+    def _write_run_json(self, status: str, **extra: Any) -> None:
+        prev = self.store.read_json("run.json") if self.store.exists("run.json") else {}
+        data = {
+            "run_id": self.store.run_id,
+            "status": status,
+            "config": to_dict(self.config),
+            "sia_core_version": __version__,
+            "plugins": [
+                {"name": i.name, "version": i.version, "distribution": i.distribution}
+                for i in self.pm.plugin_infos()
+                if i.error is None
+            ],
+            "created": prev.get("created", time.time()),
+            "updated": time.time(),
+            "pid": os.getpid(),
+            "incumbent": self.incumbent_gen(),
+            **extra,
+        }
+        self.store.write_json("run.json", data)
+
+    def summary(self) -> list[GenRow]:
+        """Per generation: lever, objective, dev and (sealed) test score, incumbent, time."""
+        return summarize(self.store)
+
+
+def summarize(store: RunStore) -> list[GenRow]:
+    """The per-generation table of a run (finished, running or killed), from its artifacts."""
+    gates = {
+        e.gen: e.data
+        for e in store.events
+        if e.type == "step_finished" and e.data.get("step") == "gate"
+    }
+    incumbent = None
+    for data in gates.values():
+        incumbent = data["incumbent"]
+    seconds: dict[int, float] = {}
+    for e in store.events:
+        if e.type == "step_finished" and e.gen is not None:
+            seconds[e.gen] = seconds.get(e.gen, 0.0) + float(e.data.get("seconds", 0.0))
+    rows = []
+    for gen, gdir in store.gen_dirs():
+        if not (gdir / "decision.json").exists():
+            continue
+        d = store.read_json(gdir / "decision.json")
+        dev = test = None
+        if (gdir / "metrics.json").exists():
+            dev = store.read_json(gdir / "metrics.json")["dev"]["score"]
+        if (gdir / SEALED / "metrics_test.json").exists():
+            test = store.read_json(gdir / SEALED / "metrics_test.json")["score"]
+        status = "done" if gen in gates else ("stopped" if d["lever"] == "stop" else "incomplete")
+        rows.append(
+            GenRow(
+                gen=gen,
+                parent=d.get("parent_gen"),
+                lever=d["lever"],
+                rl_algorithm=d.get("rl_algorithm"),
+                dev=dev,
+                test=test,
+                incumbent=gen == incumbent,
+                status=status,
+                seconds=round(seconds.get(gen, 0.0), 2),
+            )
+        )
+    return rows

@@ -1,0 +1,447 @@
+"""What the CLI commands do: start/resume runs, and list plugins, tasks and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from .errors import SiaError
+from .plugins import Registry, SiaPluginManager
+from .records import Event, to_dict
+from .runstore import SEALED, RunStore, list_runs, next_run_id
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# -- choosing backend, sandbox, task ----------------------------------------------------------
+
+
+def resolve_task_dir(
+    pm: SiaPluginManager, task: str | None, task_dir: str | None
+) -> tuple[str, Path]:
+    """``(name as given, directory)`` from ``--task NAME`` or ``--task_dir DIR``."""
+    if task and task_dir:
+        raise SiaError("give --task NAME or --task_dir DIR, not both")
+    if task_dir:
+        path = Path(task_dir).expanduser().resolve()
+        if not path.is_dir():
+            raise SiaError(f"--task_dir {task_dir}: no such directory")
+        return str(task_dir), path
+    if not task:
+        raise SiaError("which task? give --task NAME (see `sia tasks`) or --task_dir DIR")
+    return task, Path(pm.tasks().get(task).path)
+
+
+def choose_backend(pm: SiaPluginManager, requested: str) -> tuple[str, str]:
+    """``(backend name, why)``; ``auto`` picks a backend whose provider key is set."""
+    backends = pm.backends()
+    if requested != "auto":
+        backends.get(requested)
+        return requested, "chosen with --backend"
+    keyed = [
+        b for b in backends if b.key_env_vars and all(os.environ.get(k) for k in b.key_env_vars)
+    ]
+    if keyed:
+        best = max(keyed, key=lambda b: (b.auto_priority, b.name))
+        return best.name, f"{', '.join(best.key_env_vars)} is set"
+    keyless = [b for b in backends if not b.key_env_vars]
+    if not keyless:
+        raise SiaError("no usable backend: set a provider key or install sia-backend-local")
+    best = max(keyless, key=lambda b: (b.auto_priority, b.name))
+    why = "no provider API key is set"
+    if best.name == "scripted":
+        why += (
+            " and no local-model backend is installed, so the deterministic scripted backend "
+            "is used (no real LLM; install sia-backend-local for the offline default)"
+        )
+    return best.name, why
+
+
+def choose_sandbox(pm: SiaPluginManager, requested: str) -> tuple[str, str]:
+    """``(sandbox name, why)``; ``auto`` picks the available sandbox with the highest priority."""
+    from .plugins import resolve
+
+    sandboxes = pm.sandboxes()
+    if requested != "auto":
+        spec = sandboxes.get(requested)
+        ok, reason = resolve(spec.factory)().available()
+        if not ok:
+            raise SiaError(f"sandbox {requested!r} is not available here: {reason}")
+        return requested, "chosen with --sandbox"
+    skipped: list[str] = []
+    for spec in sorted(sandboxes, key=lambda s: (-s.auto_priority, s.name)):
+        ok, reason = resolve(spec.factory)().available()
+        if ok:
+            why = f"highest-priority available sandbox ({spec.isolation})"
+            if skipped:
+                why += "; not available: " + "; ".join(skipped)
+            return spec.name, why
+        skipped.append(f"{spec.name} ({reason})")
+    raise SiaError("no sandbox is available: " + "; ".join(skipped))
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SiaError(f"--backend-opt {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+class ConsoleObserver:
+    """Plain progress lines on stderr (one per step and generation)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def sia_on_event(self, event: Event) -> None:
+        d, g = event.data, event.gen
+        el = f"[{time.monotonic() - self.t0:7.1f}s]"
+        if event.type == "step_started":
+            click.echo(f"{el} gen {g}: {d['step']} ...", err=True)
+        elif event.type == "step_finished":
+            extra = ""
+            if d["step"] == "propose":
+                extra = f" lever={d['lever']}" + (
+                    f" rl={d['rl_algorithm']}" if d.get("rl_algorithm") else ""
+                )
+            elif d["step"] == "run":
+                extra = f" items={d['items']} errors={d['errors']} timeouts={d['timeouts']} llm_calls={d['llm_calls']}"
+            elif d["step"] == "score":
+                extra = f" dev={d['dev_score']:.4f}"
+            elif d["step"] == "gate":
+                extra = f" incumbent=gen {d['incumbent']} ({d['reason']})"
+            click.echo(f"{el} gen {g}: {d['step']} done in {d['seconds']:.1f}s{extra}", err=True)
+        elif event.type in ("run_stopped", "run_failed"):
+            click.echo(
+                f"{el} {event.type.replace('_', ' ')}: {d.get('reason') or d.get('error')}",
+                err=True,
+            )
+
+
+def start_run(pm: SiaPluginManager, **opts: Any) -> None:
+    """``sia --task ...``: create a run (or resume it when the same run id exists)."""
+    from .loop import RunConfig
+
+    name, task_dir = resolve_task_dir(pm, opts["task"], opts["task_dir"])
+    runs_dir = Path(opts["runs_dir"])
+    backend, backend_why = choose_backend(pm, opts["backend"])
+    sandbox, sandbox_why = choose_sandbox(pm, opts["sandbox"])
+    if opts["rl_algorithm"] != "auto":
+        pm.rl_algorithms().get(opts["rl_algorithm"])
+    config = RunConfig(
+        task=name,
+        task_dir=str(task_dir),
+        max_gen=opts["max_gen"] or 3,
+        backend=backend,
+        backend_settings=_settings(opts["backend_opts"]),
+        meta_model=opts["meta_model"],
+        task_model=opts["task_model"],
+        lever=opts["lever"],
+        rl_algorithm=opts["rl_algorithm"],
+        sandbox=sandbox,
+        seed=opts["seed"],
+        gate_margin=opts["gate_margin"],
+        parallel=opts["parallel"],
+        item_timeout_s=opts["item_timeout_s"],
+        max_calls_per_gen=opts["max_calls_per_gen"],
+        max_tokens_per_gen=opts["max_tokens_per_gen"],
+        max_run_tokens=opts["max_run_tokens"],
+    )
+    run_id = opts["run_id"] or next_run_id(runs_dir)
+    root = RunStore.path_for(runs_dir, run_id)
+    if root.exists() and (root / "run.json").exists():
+        old = RunConfig(**_config_fields(RunStore.open(runs_dir, run_id).read_json("run.json")))
+        if old.identity() != config.identity():
+            diff = [k for k in config.identity() if config.identity()[k] != old.identity().get(k)]
+            raise SiaError(
+                f"run {run_id} exists with different settings ({', '.join(diff)}); "
+                f"continue it with `sia resume {run_id}` or choose a new --run_id"
+            )
+        if opts["max_gen"] is None:
+            config = attrs.evolve(config, max_gen=old.max_gen)
+        click.echo(f"sia: run {run_id} exists with the same settings: resuming it", err=True)
+    store = RunStore.open(runs_dir, run_id, create=True)
+    _header(pm, config, store, backend_why, sandbox_why)
+    _drive(pm, config, store)
+
+
+def resume_run(pm: SiaPluginManager, runs_dir: Path, run_id: str, *, max_gen: int | None) -> None:
+    from .loop import RunConfig
+
+    store = RunStore.open(runs_dir, run_id)
+    if not store.exists("run.json"):
+        raise SiaError(f"run {run_id} has no run.json; it never started and cannot be resumed")
+    config = RunConfig(**_config_fields(store.read_json("run.json")))
+    if max_gen is not None:
+        config = attrs.evolve(config, max_gen=max_gen)
+    _header(pm, config, store, "from run.json", "from run.json")
+    _drive(pm, config, store)
+
+
+def _config_fields(run_json: dict[str, Any]) -> dict[str, Any]:
+    from .loop import RunConfig
+
+    names = {f.name for f in attrs.fields(RunConfig)}
+    return {k: v for k, v in run_json["config"].items() if k in names}
+
+
+def _header(
+    pm: SiaPluginManager, config: Any, store: RunStore, backend_why: str, sandbox_why: str
+) -> None:
+    click.echo(f"sia: run {store.run_id} in {store.root}", err=True)
+    click.echo(f"sia: task {config.task} ({config.task_dir}), max_gen {config.max_gen}", err=True)
+    click.echo(f"sia: backend {config.backend}: {backend_why}", err=True)
+    click.echo(f"sia: sandbox {config.sandbox}: {sandbox_why}", err=True)
+    loaded = [
+        f"{i.distribution or i.name}-{i.version}"
+        for i in pm.plugin_infos()
+        if not i.error and not i.builtin
+    ]
+    click.echo(f"sia: plugins: {', '.join(loaded) or '(none besides sia-core)'}", err=True)
+
+
+def _drive(pm: SiaPluginManager, config: Any, store: RunStore) -> None:
+    from .loop import Loop
+
+    observer = ConsoleObserver()
+    pm.register_object(observer, "sia-console")
+    try:
+        rows = Loop(config, store, pm).run()
+    finally:
+        pm.unregister_object("sia-console")
+    _print_summary(store.run_id, rows)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _print_summary(run_id: str, rows: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {run_id}")
+    for col in (
+        "gen",
+        "parent",
+        "lever",
+        "RL objective",
+        "dev",
+        "test (sealed)",
+        "best",
+        "status",
+        "time s",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.gen),
+            str(r.parent if r.parent is not None else "-"),
+            r.lever,
+            r.rl_algorithm or "-",
+            _fmt(r.dev),
+            _fmt(r.test),
+            "*" if r.incumbent else "",
+            r.status,
+            f"{r.seconds:.1f}",
+        )
+    Console(stderr=False).print(table)
+
+
+# -- listing ----------------------------------------------------------------------------------
+
+
+def plugins_table(pm: SiaPluginManager, as_json: bool) -> None:
+    provides: dict[str, dict[str, list[str]]] = {}
+    kinds: dict[str, Callable[[], Registry[Any]]] = {
+        "backends": pm.backends,
+        "sandboxes": pm.sandboxes,
+        "rl_algorithms": pm.rl_algorithms,
+        "executors": pm.executors,
+        "tasks": pm.tasks,
+    }
+    conflicts = []
+    for kind, get in kinds.items():
+        try:
+            reg = get()
+        except SiaError as exc:
+            conflicts.append(str(exc))
+            continue
+        for name in reg.names():
+            provides.setdefault(reg.provider(name), {}).setdefault(kind, []).append(name)
+    rows = [
+        {**to_dict(attrs.asdict(i, recurse=False)), "provides": provides.get(i.name, {})}
+        for i in pm.plugin_infos()
+    ]
+    if as_json:
+        _echo_json({"plugins": rows, "conflicts": conflicts})
+        return
+    for r in rows:
+        ver = f" {r['version']}" if r["version"] else ""
+        if r["error"]:
+            click.echo(f"FAILED  {r['name']} ({r['distribution']}{ver}): {r['error']}")
+            continue
+        prov = "; ".join(f"{k}: {', '.join(v)}" for k, v in r["provides"].items())
+        what = f"provides {prov}" if prov else f"hooks {', '.join(r['hooks'])}"
+        click.echo(f"ok      {r['name']} ({r['distribution'] or 'object'}{ver}) {what}")
+    for c in conflicts:
+        click.echo(f"CONFLICT {c}")
+
+
+def tasks_table(pm: SiaPluginManager, as_json: bool) -> None:
+    reg = pm.tasks()
+    rows = [
+        {
+            "name": t.name,
+            "plugin": reg.provider(t.name),
+            "path": t.path,
+            "description": t.description,
+        }
+        for t in reg
+    ]
+    if as_json:
+        _echo_json({"tasks": rows})
+        return
+    for r in rows:
+        click.echo(f"{r['name']:24} {r['description']}  [{r['plugin']}]")
+
+
+def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
+    """A run's status and per-generation rows, as ``sia runs`` / ``sia show`` print them."""
+    from .loop import summarize
+
+    store = RunStore.open(runs_dir, run_id)
+    info = store.read_json("run.json") if store.exists("run.json") else {}
+    status = info.get("status", "unknown")
+    if status == "running" and not _pid_alive(info.get("pid")):
+        status = "interrupted"
+    rows = summarize(store)
+    done = [r for r in rows if r.dev is not None]
+    best = next((r for r in rows if r.incumbent), None)
+    return {
+        "run_id": run_id,
+        "task": info.get("config", {}).get("task"),
+        "status": status,
+        "stop_reason": info.get("stop_reason") or info.get("error"),
+        "generations": len(done),
+        "max_gen": info.get("config", {}).get("max_gen"),
+        "best_gen": best.gen if best else None,
+        "best_dev": best.dev if best else None,
+        "gens": [to_dict(attrs.asdict(r)) for r in rows],
+    }
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runs_table(runs_dir: Path, as_json: bool) -> None:
+    rows = []
+    for run_id in list_runs(runs_dir):
+        try:
+            rows.append(run_overview(runs_dir, run_id))
+        except SiaError as exc:
+            rows.append({"run_id": run_id, "status": "unreadable", "stop_reason": str(exc)})
+    if as_json:
+        _echo_json({"runs": [{k: v for k, v in r.items() if k != "gens"} for r in rows]})
+        return
+    if not rows:
+        click.echo(f"no runs in {runs_dir}")
+        return
+    for r in rows:
+        best = (
+            f"best dev {_fmt(r.get('best_dev'))} (gen {r.get('best_gen')})"
+            if r.get("best_gen")
+            else "no score yet"
+        )
+        click.echo(
+            f"run {r['run_id']:>4}  {r.get('task') or '?':20} {r['status']:11} "
+            f"gens {r.get('generations', 0)}/{r.get('max_gen') or '?'}  {best}"
+        )
+
+
+def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> None:
+    ov = run_overview(runs_dir, run_id)
+    if gen is None:
+        if as_json:
+            _echo_json(ov)
+            return
+        click.echo(
+            f"run {run_id}: task {ov['task']}, {ov['status']}"
+            + (f" ({ov['stop_reason']})" if ov["stop_reason"] else "")
+        )
+        from .loop import GenRow
+
+        _print_summary(run_id, [GenRow(**g) for g in ov["gens"]])
+        return
+    store = RunStore.open(runs_dir, run_id)
+    gdir = store.gen_dir(gen)
+    if not gdir.exists():
+        raise SiaError(f"run {run_id} has no generation {gen}")
+    detail: dict[str, Any] = {"run_id": run_id, "gen": gen}
+    for name in ("decision.json", "metrics.json"):
+        if (gdir / name).exists():
+            detail[name.removesuffix(".json")] = store.read_json(gdir / name)
+    if (gdir / SEALED / "metrics_test.json").exists():
+        detail["test"] = store.read_json(gdir / SEALED / "metrics_test.json")
+    for name in ("improvement.md", "diff.patch"):
+        if (gdir / name).exists():
+            detail[name] = (gdir / name).read_text(encoding="utf-8")
+    if as_json:
+        _echo_json(detail)
+        return
+    d = detail.get("decision", {})
+    click.echo(
+        f"gen {gen}: lever {d.get('lever')} from gen {d.get('parent_gen')} ({d.get('source')})"
+    )
+    click.echo(f"  why: {d.get('rationale')}")
+    for note in d.get("notes", []):
+        click.echo(f"  note: {note}")
+    if "metrics" in detail:
+        m = detail["metrics"]
+        click.echo(
+            f"  dev {m['dev']['score']:.4f} over {m['dev']['n_items']} items; "
+            f"errors {m['n_errors']}, timeouts {m['n_timeouts']}, llm calls {m['llm_calls']}"
+        )
+    if "test" in detail:
+        click.echo(f"  test (sealed, report only) {detail['test']['score']:.4f}")
+    click.echo("\n" + detail.get("improvement.md", ""))
+    click.echo(detail.get("diff.patch", ""))
+
+
+def validate_task_cmd(pm: SiaPluginManager, task: str) -> None:
+    from .taskdir import validate_task
+
+    path = Path(task)
+    if not path.is_dir():
+        path = Path(pm.tasks().get(task).path)
+    problems = validate_task(path)
+    if not problems:
+        click.echo(f"{path}: ok")
+        return
+    for p in problems:
+        click.echo(f"{path / p.file if p.file != '.' else path}: {p.message}")
+    raise SiaError(f"{len(problems)} problem(s) in task {task}")

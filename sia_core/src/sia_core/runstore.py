@@ -1,0 +1,202 @@
+"""The run folder: atomic artifact writes and the append-only event log.
+
+``events.jsonl`` is the source of truth: every step writes its artifacts first (atomically) and
+then appends its ``step_finished`` event, so a run killed at any point resumes from the last
+finished step. A line cut short by a crash is dropped on open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import SiaError
+from .records import Event, from_dict, to_dict
+
+RUN_DIR_RE = re.compile(r"^run_(.+)$")
+SEALED = "sealed"  # per-generation folder for test-split artifacts; never shown to agents
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(to_dict(obj), ensure_ascii=False, indent=2) + "\n")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON artifact; a corrupt one is a one-line error naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SiaError(
+            f"{path} is corrupt ({exc}); delete it to redo the step that wrote it"
+        ) from exc
+
+
+class RunStore:
+    """One run folder ``runs/run_{id}``: its artifacts and its event log."""
+
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.root = root
+        self.run_id = run_id
+        self.events_path = root / "events.jsonl"
+        self._lock = threading.Lock()
+        self.events: list[Event] = []
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def path_for(cls, runs_dir: Path, run_id: str) -> Path:
+        return runs_dir / f"run_{run_id}"
+
+    @classmethod
+    def open(cls, runs_dir: Path, run_id: str, *, create: bool = False) -> RunStore:
+        root = cls.path_for(runs_dir, run_id)
+        if not root.exists():
+            if not create:
+                raise SiaError(f"no run {run_id!r} in {runs_dir} (see `sia runs`)")
+            root.mkdir(parents=True)
+        store = cls(root, run_id)
+        store._load_events()
+        return store
+
+    def _load_events(self) -> None:
+        self.events = []
+        if not self.events_path.exists():
+            return
+        raw = self.events_path.read_bytes()
+        offset = 0
+        for i, line in enumerate(raw.split(b"\n")):
+            start, offset = offset, offset + len(line) + 1
+            if not line.strip():
+                continue
+            try:
+                self.events.append(from_dict(Event, json.loads(line)))
+            except Exception as exc:
+                if not raw[offset:].strip():
+                    # the last line was cut short by a crash: drop it
+                    with open(self.events_path, "r+b") as f:
+                        f.truncate(start)
+                    return
+                raise SiaError(
+                    f"{self.events_path} line {i + 1} is corrupt ({exc}); the run cannot be "
+                    "resumed safely"
+                ) from exc
+        if raw and not raw.endswith(b"\n"):
+            with open(self.events_path, "ab") as f:
+                f.write(b"\n")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def append(self, type: str, *, gen: int | None = None, **data: Any) -> Event:
+        """Append one event durably and return it."""
+        with self._lock:
+            event = Event(
+                type=type, run_id=self.run_id, seq=len(self.events) + 1, gen=gen, data=to_dict(data)
+            )
+            line = json.dumps(to_dict(event), ensure_ascii=False) + "\n"
+            with open(self.events_path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self.events.append(event)
+            return event
+
+    def finished_steps(self) -> set[tuple[int, str]]:
+        return {
+            (e.gen, e.data["step"])
+            for e in self.events
+            if e.type == "step_finished" and e.gen is not None
+        }
+
+    def last(self, type: str) -> Event | None:
+        for e in reversed(self.events):
+            if e.type == type:
+                return e
+        return None
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def gen_dir(self, gen: int) -> Path:
+        return self.root / f"gen_{gen}"
+
+    def gen_dirs(self) -> Iterator[tuple[int, Path]]:
+        found = []
+        for p in self.root.glob("gen_*"):
+            try:
+                found.append((int(p.name[4:]), p))
+            except ValueError:
+                continue
+        return iter(sorted(found))
+
+    def write_json(self, rel: str | Path, obj: Any) -> Path:
+        path = self.root / rel
+        atomic_write_json(path, obj)
+        return path
+
+    def write_text(self, rel: str | Path, text: str) -> Path:
+        path = self.root / rel
+        atomic_write_text(path, text)
+        return path
+
+    def read_json(self, rel: str | Path) -> Any:
+        return read_json(self.root / rel)
+
+    def exists(self, rel: str | Path) -> bool:
+        return (self.root / rel).exists()
+
+
+def list_runs(runs_dir: Path) -> list[str]:
+    """Run ids under ``runs_dir``, numeric ids in numeric order first."""
+    if not runs_dir.exists():
+        return []
+    ids = [m.group(1) for p in runs_dir.iterdir() if p.is_dir() and (m := RUN_DIR_RE.match(p.name))]
+    return sorted(ids, key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))
+
+
+def next_run_id(runs_dir: Path) -> str:
+    numeric = [int(i) for i in list_runs(runs_dir) if i.isdigit()]
+    return str(max(numeric, default=0) + 1)
+
+
+def agent_visible(path: Path) -> bool:
+    """Whether a Meta/Feedback agent may read ``path`` of a run: never sealed test artifacts."""
+    return SEALED not in path.parts and "private" not in path.parts

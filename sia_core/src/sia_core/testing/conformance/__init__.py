@@ -1,0 +1,1 @@
+"""Conformance test suites every plugin of a kind reuses (subclass the class, supply a factory)."""

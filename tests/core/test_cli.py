@@ -1,0 +1,165 @@
+"""The `sia` command, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_loop import write_script
+
+HEAVY = ("torch", "litellm", "anthropic", "openhands", "modal", "transformers", "trl", "peft")
+
+
+def sia(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sia_core.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys; from sia_core.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--task" in out.stdout and "validate-task" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.benchmark
+def test_help_wall_time_figure() -> None:
+    """A benchmark figure, not a pass/fail speed check: prints `sia --help` wall time."""
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        proc = sia("--help")
+        times.append(time.perf_counter() - t0)
+        assert proc.returncode == 0
+    times.sort()
+    print(
+        f"\nBENCHMARK sia --help wall time: median {times[2] * 1000:.0f} ms "
+        f"(min {times[0] * 1000:.0f}, max {times[-1] * 1000:.0f}) over 5 runs"
+    )
+
+
+def test_version() -> None:
+    proc = sia("--version")
+    assert proc.returncode == 0 and "0.1.0" in proc.stdout
+
+
+def test_tasks_and_plugins_json() -> None:
+    tasks = json.loads(sia("tasks", "--json").stdout)["tasks"]
+    assert "tiny-add" in {t["name"] for t in tasks}
+    plugins = json.loads(sia("plugins", "--json").stdout)["plugins"]
+    builtin = next(p for p in plugins if p["name"] == "sia_core.builtin")
+    assert builtin["provides"]["backends"] == ["scripted"]
+    assert builtin["provides"]["sandboxes"] == ["process"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--task", "nope"], "unknown task 'nope'; choose one of:"),
+        (["--task", "tiny-add", "--backend", "nope"], "unknown backend 'nope'; choose one of:"),
+        (["--task", "tiny-add", "--sandbox", "nope"], "unknown sandbox 'nope'; choose one of:"),
+        (["--task", "tiny-add", "--rl-algorithm", "ppo"], "unknown RL algorithm 'ppo'"),
+        (["--task", "tiny-add", "--task_dir", "."], "not both"),
+        (["--task_dir", "/nonexistent"], "no such directory"),
+        (["--max_gen", "0", "--task", "tiny-add"], "0 is not in the range x>=1"),
+        (["--lever", "sideways", "--task", "tiny-add"], "'sideways' is not one of"),
+        (["show", "99"], "no run '99'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    proc = sia(*args, "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode in (1, 2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sia: error:") and expected in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = sia("--debug", "--task", "nope", "--runs-dir", str(tmp_path))
+    assert "Traceback" in proc.stderr and "unknown task" in proc.stderr
+
+
+def test_validate_task(tmp_path: Path, tiny_task_dir: Path) -> None:
+    ok = sia("validate-task", str(tiny_task_dir))
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    assert sia("validate-task", "tiny-add").returncode == 0
+    (tiny_task_dir / "reference/reference_target_agent.py").unlink()
+    (tiny_task_dir / "data/public/task.md").unlink()
+    bad = sia("validate-task", str(tiny_task_dir))
+    assert bad.returncode == 1
+    assert "reference_target_agent.py" in bad.stdout and "task.md" in bad.stdout
+    assert "2 problem(s)" in bad.stderr
+
+
+def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
+    script = write_script(tmp_path)
+    runs = tmp_path / "runs"
+    cmd = [
+        "--task",
+        "tiny-add",
+        "--max_gen",
+        "2",
+        "--run_id",
+        "7",
+        "--backend",
+        "scripted",
+        "--backend-opt",
+        f"script={script}",
+        "--runs-dir",
+        str(runs),
+    ]
+    first = sia(*cmd)
+    assert first.returncode == 0, first.stderr
+    assert "backend scripted: chosen with --backend" in first.stderr
+    assert "sandbox process" in first.stderr
+    assert "run 7" in first.stdout  # the summary table
+    shown = json.loads(sia("show", "7", "--json", "--runs-dir", str(runs)).stdout)
+    assert shown["status"] == "finished" and shown["best_gen"] == 2 and shown["best_dev"] == 1.0
+    assert [g["lever"] for g in shown["gens"]] == ["harness", "harness"]
+    assert all(g["test"] is not None for g in shown["gens"])
+    runs_json = json.loads(sia("runs", "--json", "--runs-dir", str(runs)).stdout)["runs"]
+    assert runs_json[0]["run_id"] == "7" and runs_json[0]["best_dev"] == 1.0
+    gen = json.loads(sia("show", "7", "2", "--json", "--runs-dir", str(runs)).stdout)
+    assert gen["decision"]["rationale"] == "compute the sum"
+    # the same command again: resumes (nothing to do), and a bigger max_gen continues
+    again = sia(*[c if c != "2" else "3" for c in cmd])
+    assert again.returncode == 0 and "resuming" in again.stderr
+    shown = json.loads(sia("show", "7", "--json", "--runs-dir", str(runs)).stdout)
+    assert len(shown["gens"]) == 3
+    # a different setting with the same run id is refused, naming the difference
+    clash = sia(*cmd[:-2], "--runs-dir", str(runs), "--seed", "5")
+    assert clash.returncode == 1 and "different settings (seed)" in clash.stderr
+
+
+def test_default_backend_is_explained(tmp_path: Path) -> None:
+    proc = sia(
+        "--task",
+        "tiny-add",
+        "--max_gen",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        env={"ANTHROPIC_API_KEY": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "backend scripted: no provider API key is set" in proc.stderr

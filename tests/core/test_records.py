@@ -1,0 +1,132 @@
+"""Every record round-trips through JSON unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sia_core import records as r
+
+text = st.text(max_size=20)
+json_scalar = st.none() | st.booleans() | st.integers(-1000, 1000) | text
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+score = st.builds(
+    r.ScoreResult,
+    split=st.sampled_from(["dev", "test"]),
+    score=finite,
+    n_items=st.integers(0, 100),
+    n_answered=st.integers(0, 100),
+    per_item=st.dictionaries(text, finite, max_size=4),
+    extra=st.dictionaries(text, json_value, max_size=3),
+)
+stats = st.builds(r.RewardStats, mean=finite, std=finite, skew=finite)
+fit = st.builds(r.AlgorithmFit, name=text, score=finite, reason=text)
+STRATEGIES = {
+    r.BackendSpec: st.builds(
+        r.BackendSpec, name=text, factory=text, roles=st.lists(text).map(tuple)
+    ),
+    r.SandboxSpec: st.builds(r.SandboxSpec, name=text, factory=text),
+    r.AlgorithmSpec: st.builds(r.AlgorithmSpec, name=text, fit=text, trainer=text),
+    r.ExecutorSpec: st.builds(r.ExecutorSpec, name=text, factory=text),
+    r.TaskSpec: st.builds(r.TaskSpec, name=text, path=text),
+    r.Item: st.builds(r.Item, id=text, input=json_value),
+    r.TrajectoryStep: st.builds(r.TrajectoryStep, kind=text, content=json_value, t=finite),
+    r.ItemResult: st.builds(
+        r.ItemResult,
+        item_id=text,
+        split=text,
+        answer=json_value,
+        trajectory=st.lists(
+            st.builds(r.TrajectoryStep, kind=text, content=json_value, t=finite), max_size=3
+        ).map(tuple),
+    ),
+    r.ModelCall: st.builds(
+        r.ModelCall,
+        call_id=st.integers(0, 10**6),
+        item_id=st.none() | text,
+        model=text,
+        request=st.dictionaries(text, json_value, max_size=3),
+        completion=st.none() | text,
+        latency_s=finite,
+        cost_usd=finite,
+    ),
+    r.ScoreResult: score,
+    r.RewardStats: stats,
+    r.AlgorithmFit: fit,
+    r.Decision: st.builds(
+        r.Decision,
+        lever=st.sampled_from(r.LEVERS),
+        rationale=text,
+        parent_gen=st.none() | st.integers(1, 50),
+        rl_algorithm=st.none() | text,
+        algorithm_fits=st.lists(fit, max_size=3).map(tuple),
+        reward_stats=st.none() | stats,
+        notes=st.lists(text, max_size=3).map(tuple),
+    ),
+    r.Metrics: st.builds(
+        r.Metrics,
+        gen=st.integers(1, 50),
+        dev=score,
+        test=st.none() | score,
+        seconds=finite,
+        cost_usd=finite,
+    ),
+    r.GenerationNode: st.builds(
+        r.GenerationNode,
+        gen=st.integers(1, 50),
+        parent_gen=st.none() | st.integers(1, 50),
+        lever=st.sampled_from(r.LEVERS),
+        scaffold_sha256=text,
+        dev_score=st.none() | finite,
+        test_score=st.none() | finite,
+    ),
+    r.Event: st.builds(
+        r.Event,
+        type=text,
+        run_id=text,
+        seq=st.integers(0, 10**6),
+        gen=st.none() | st.integers(1, 50),
+        data=st.dictionaries(text, json_value, max_size=4),
+        ts=finite,
+    ),
+}
+
+
+@given(
+    st.sampled_from(sorted(STRATEGIES, key=lambda c: c.__name__)).flatmap(
+        lambda cls: st.tuples(st.just(cls), STRATEGIES[cls])
+    )
+)
+def test_json_round_trip(case: tuple[type, object]) -> None:
+    cls, record = case
+    text_form = r.to_json(record)
+    json.loads(text_form)  # valid JSON
+    assert r.from_json(cls, text_form) == record
+
+
+def test_records_are_frozen() -> None:
+    spec = r.TaskSpec(name="a", path="/x")
+    try:
+        spec.name = "b"  # type: ignore[misc]
+    except AttributeError:
+        return
+    raise AssertionError("records must be immutable")
+
+
+def test_every_record_class_is_covered() -> None:
+    import attrs
+
+    classes = {
+        obj
+        for obj in vars(r).values()
+        if isinstance(obj, type) and attrs.has(obj) and obj.__module__ == r.__name__
+    }
+    assert classes == set(STRATEGIES), classes ^ set(STRATEGIES)
