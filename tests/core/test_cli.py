@@ -127,6 +127,8 @@ def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
         f"script={script}",
         "--runs-dir",
         str(runs),
+        "--test-eval",
+        "every",
     ]
     first = sia(*cmd)
     assert first.returncode == 0, first.stderr
@@ -147,8 +149,34 @@ def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
     shown = json.loads(sia("show", "7", "--json", "--runs-dir", str(runs)).stdout)
     assert len(shown["gens"]) == 3
     # a different setting with the same run id is refused, naming the difference
-    clash = sia(*cmd[:-2], "--runs-dir", str(runs), "--seed", "5")
+    clash = sia(*cmd, "--seed", "5")
     assert clash.returncode == 1 and "different settings (seed)" in clash.stderr
+
+
+def test_sealed_test_is_scored_once_at_the_end_by_default(tmp_path: Path) -> None:
+    """--test-eval final: only the first generation and the incumbent touch the test split."""
+    script = write_script(tmp_path)
+    runs = tmp_path / "runs"
+    proc = sia(
+        "--task",
+        "tiny-add",
+        "--max_gen",
+        "3",
+        "--backend",
+        "scripted",
+        "--backend-opt",
+        f"script={script}",
+        "--runs-dir",
+        str(runs),
+        "--run_id",
+        "1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(sia("show", "1", "--json", "--runs-dir", str(runs)).stdout)
+    tests = {g["gen"]: g["test"] for g in shown["gens"]}
+    assert tests[2] == 1.0 and tests[1] is not None and tests[3] is None
+    execution = json.loads((runs / "run_1/gen_3/agent_execution.json").read_text())
+    assert all(i["split"] == "dev" for i in execution["items"])
 
 
 def test_default_backend_is_explained(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def write_script(tmp_path: Path, script: dict[str, Any] = SCRIPT) -> Path:
 
 
 def make_config(task_dir: Path, script: Path, **kw: Any) -> RunConfig:
+    kw.setdefault("test_eval", "every")
     return RunConfig(
         task="tiny-add",
         task_dir=str(task_dir),

@@ -37,6 +37,8 @@ def run_args(script: Path, runs: Path, max_gen: int) -> list[str]:
         f"script={script}",
         "--runs-dir",
         str(runs),
+        "--test-eval",
+        "every",
     ]
 
 

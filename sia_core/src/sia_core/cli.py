@@ -143,6 +143,15 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Cap on task-model tokens per generation.",
         ),
         click.option(
+            "--test-eval",
+            "test_eval",
+            type=click.Choice(["final", "every", "none"]),
+            default="final",
+            show_default=True,
+            help="When to score the sealed test split: after the run (first and best "
+            "generation), every generation, or never. Report only; no decision reads it.",
+        ),
+        click.option(
             "--max-run-tokens",
             "max_run_tokens",
             type=click.IntRange(1),

@@ -73,7 +73,7 @@ class RunConfig:
     max_calls_per_gen: int | None = None
     max_tokens_per_gen: int | None = None
     max_run_tokens: int | None = None
-    eval_test: bool = True
+    test_eval: str = "final"  # every | final | none
 
     def identity(self) -> dict[str, Any]:
         """The fields a re-run of the same command must match (``max_gen`` may grow)."""
@@ -235,6 +235,8 @@ class Loop:
                     stop_reason = over
                     self.emit("run_stopped", gen, reason=over)
                     break
+            for gen in self.final_test_gens():
+                self._step(gen, "test", self._final_test)
         except BaseException as exc:
             self._write_run_json("failed", error=f"{type(exc).__name__}: {exc}")
             self.emit("run_failed", error=f"{type(exc).__name__}: {exc}")
@@ -443,16 +445,16 @@ class Loop:
         # executor plugin are installed; they bring the training step (sia-train).
         raise SiaError("weight training needs the sia-train plugin, which is not installed")
 
-    def _run_scaffold(self, gen: int) -> tuple[None, dict[str, Any]]:
-        assert self.gateway is not None and self.sandbox is not None and self.backend is not None
+    def _execute(
+        self, gen: int, items: list[Item], work: Path
+    ) -> tuple[list[ItemResult], Any, list[Any], dict[str, Any]]:
+        """Run generation ``gen``'s scaffold on ``items``: results, program result, calls, usage."""
+        assert self.gateway is not None and self.sandbox is not None
         cfg, task = self.config, self.task
-        gdir = self.store.gen_dir(gen)
-        work = gdir / "work"
         if work.exists():
             shutil.rmtree(work)  # a half-finished earlier attempt
         work.mkdir(parents=True)
-        scaffold = gdir / "target_agent.py"
-        items: list[Item] = task.items("dev") + (task.items("test") if cfg.eval_test else [])
+        scaffold = self.store.gen_dir(gen) / "target_agent.py"
         self.gateway.begin(
             gen, Budget(max_calls=cfg.max_calls_per_gen, max_tokens=cfg.max_tokens_per_gen)
         )
@@ -466,8 +468,7 @@ class Loop:
             item_timeout_s=cfg.item_timeout_s or task.config.item_timeout_s,
             limits=Limits(),
         )
-        total = len(items)
-        finished = 0
+        total, finished = len(items), 0
 
         def on_item(result: ItemResult) -> None:
             nonlocal finished
@@ -485,46 +486,69 @@ class Loop:
                 self.on_item(result)
 
         # a syntax error never gets here: the propose step keeps the parent's scaffold instead
-        kind = scaffold_kind(scaffold)
         program = None
         results: list[ItemResult] = []
-        if kind == "per_item":
+        if scaffold_kind(scaffold) == "per_item":
             results = run_items(
                 spec, items, sandbox=self.sandbox, gateway=self.gateway, on_item=on_item
             )
         else:
             program = run_program(spec, sandbox=self.sandbox, gateway=self.gateway)
-        calls = self.gateway.calls()
-        usage = self.gateway.usage()
-        by_split: dict[str, list[ItemResult]] = {"dev": [], "test": []}
-        for r in results:
-            by_split.setdefault(r.split, []).append(r)
-        dev_ids = {r.item_id for r in by_split["dev"]}
+        return results, program, self.gateway.calls(), self.gateway.usage()
+
+    def _run_scaffold(self, gen: int) -> tuple[None, dict[str, Any]]:
+        gdir = self.store.gen_dir(gen)
+        every = self.config.test_eval == "every"
+        items = self.task.items("dev") + (self.task.items("test") if every else [])
+        results, program, calls, usage = self._execute(gen, items, gdir / "work")
+        dev = [r for r in results if r.split == "dev"]
+        test = [r for r in results if r.split == "test"]
+        test_ids = {r.item_id for r in test}
         self._write_execution(
             gdir / "agent_execution.json",
             gen,
-            by_split["dev"],
-            [c for c in calls if c.item_id in dev_ids or c.item_id is None],
+            dev,
+            [c for c in calls if c.item_id not in test_ids],
             usage,
             program,
         )
-        self._write_execution(
-            gdir / SEALED / "agent_execution_test.json",
-            gen,
-            by_split["test"],
-            [c for c in calls if c.item_id is not None and c.item_id not in dev_ids],
-            usage,
-            None,
-        )
-        n_err = sum(r.status == "error" for r in results)
-        n_to = sum(r.status == "timeout" for r in results)
+        if every and program is None:
+            self._write_execution(
+                gdir / SEALED / "agent_execution_test.json",
+                gen,
+                test,
+                [c for c in calls if c.item_id in test_ids],
+                usage,
+                None,
+            )
         return None, {
-            "kind": kind,
+            "kind": "per_item" if program is None else "program",
             "items": len(results),
-            "errors": n_err,
-            "timeouts": n_to,
+            "errors": sum(r.status == "error" for r in results),
+            "timeouts": sum(r.status == "timeout" for r in results),
             "llm_calls": usage.get("calls", 0),
         }
+
+    def _final_test(self, gen: int) -> tuple[None, dict[str, Any]]:
+        """Score a generation on the sealed test split once, after the loop (report only)."""
+        gdir = self.store.gen_dir(gen)
+        results, _, calls, usage = self._execute(gen, self.task.items("test"), gdir / "work_test")
+        self._write_execution(
+            gdir / SEALED / "agent_execution_test.json", gen, results, calls, usage, None
+        )
+        score = self.task.score("test", {r.item_id: r.answer for r in results})
+        self.store.write_json(gdir / SEALED / "metrics_test.json", score)
+        return None, {"items": len(results)}
+
+    def final_test_gens(self) -> list[int]:
+        """Generations scored on test after the loop: the first one and the incumbent."""
+        if self.config.test_eval != "final":
+            return []
+        done = {n.gen for n in self.nodes()}
+        gens = {g for g in (1, self.incumbent_gen()) if g is not None and g in done}
+        return sorted(
+            g for g in gens if not (self.store.gen_dir(g) / SEALED / "metrics_test.json").exists()
+        )
 
     def gateway_model_name(self) -> str:
         assert self.backend is not None
@@ -556,15 +580,19 @@ class Loop:
     def _score(self, gen: int) -> tuple[None, dict[str, Any]]:
         gdir = self.store.gen_dir(gen)
         run_data = self.store.read_json(gdir / "agent_execution.json")
-        test_data = self.store.read_json(gdir / SEALED / "agent_execution_test.json")
-        test: ScoreResult | None
+        test_path = gdir / SEALED / "agent_execution_test.json"
+        test: ScoreResult | None = None
+        items = list(run_data["items"])
         if run_data.get("program") is not None:
+            # a program handles every item at once, so its test score comes for free
             scores = self.task.score_program_output(gdir / "work")
             dev, test = scores["dev"], scores.get("test")
         else:
             dev = self.task.score("dev", run_data["answers"])
-            test = self.task.score("test", test_data["answers"]) if self.config.eval_test else None
-        items = [*run_data["items"], *test_data["items"]]
+            if test_path.exists():
+                test_data = self.store.read_json(test_path)
+                test = self.task.score("test", test_data["answers"])
+                items += test_data["items"]
         usage = run_data.get("usage") or {}
         metrics = Metrics(
             gen=gen,

@@ -161,6 +161,7 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
         max_calls_per_gen=opts["max_calls_per_gen"],
         max_tokens_per_gen=opts["max_tokens_per_gen"],
         max_run_tokens=opts["max_run_tokens"],
+        test_eval=opts["test_eval"],
     )
     run_id = opts["run_id"] or next_run_id(runs_dir)
     root = RunStore.path_for(runs_dir, run_id)
