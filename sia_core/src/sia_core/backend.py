@@ -43,6 +43,7 @@ class MetaRequest:
 class FeedbackRequest:
     """Inputs of the Feedback-Agent. Dev metrics only: no test score ever reaches a decision.
 
+    ``weights_blockers`` says why the weights lever cannot be pulled (empty when it can).
     ``parent_gen_dir`` holds the parent's ``target_agent.py``, ``agent_execution.json`` (its full
     trajectories) and ``metrics_dev.json``. ``next_gen`` is the generation being made.
     """
@@ -58,7 +59,10 @@ class FeedbackRequest:
     task_name: str
     history: tuple[dict[str, Any], ...] = attrs.field(default=(), converter=_tuple)  # dev only
     trainable_task_model: bool = False
+    weights_blockers: tuple[str, ...] = attrs.field(default=(), converter=_tuple)  # empty: possible
     lever_override: str | None = None
+    seed: int = 0
+    direction: str = "maximize"  # of the task's metric
 
 
 @attrs.frozen(kw_only=True)

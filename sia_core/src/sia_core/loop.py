@@ -32,7 +32,13 @@ from .backend import AgentOutcome, Backend, BackendOptions, FeedbackRequest, Met
 from .errors import SiaError
 from .gateway import Budget, Gateway
 from .plugins import SiaPluginManager, resolve
-from .policy import LeverContext, choose_algorithm, reward_stats, validate_lever
+from .policy import (
+    LeverContext,
+    choose_algorithm,
+    reward_stats,
+    validate_lever,
+    weights_blockers,
+)
 from .records import (
     Decision,
     Event,
@@ -322,6 +328,7 @@ class Loop:
             pdir = self.store.gen_dir(parent_gen)
             parent_text = (pdir / "target_agent.py").read_text(encoding="utf-8")
             parent_name = f"gen_{parent_gen}/target_agent.py"
+            lever_ctx = self._lever_context(gen)
             request = FeedbackRequest(
                 next_gen=gen,
                 next_gen_dir=gdir,
@@ -333,8 +340,11 @@ class Loop:
                 task_md=self.task.task_md,
                 task_name=self.task.name,
                 history=tuple(self.history()),
-                trainable_task_model=bool(getattr(self.backend.task_model(), "trainable", False)),
+                trainable_task_model=lever_ctx.trainable,
+                weights_blockers=tuple(weights_blockers(lever_ctx)),
                 lever_override=None if self.config.lever == "auto" else self.config.lever,
+                seed=self.config.seed,
+                direction=self.task.config.direction,
             )
             outcome = self._call_agent(
                 "feedback",
@@ -408,18 +418,7 @@ class Loop:
         if gen == 1:
             return decision
         algorithms = self.pm.rl_algorithms()
-        task_model = self.backend.task_model()
-        decision = validate_lever(
-            decision,
-            LeverContext(
-                gen=gen,
-                override=self.config.lever,
-                trainable=bool(getattr(task_model, "trainable", False)),
-                task_model_name=getattr(task_model, "name", "?"),
-                n_algorithms=len(algorithms),
-                n_executors=len(self.pm.executors()),
-            ),
-        )
+        decision = validate_lever(decision, self._lever_context(gen))
         if decision.lever not in ("weights", "both"):
             return attrs.evolve(decision, rl_algorithm=None)
         assert parent_gen is not None
@@ -438,6 +437,18 @@ class Loop:
             algorithm_fits=fits,
             reward_stats=stats,
             notes=(*decision.notes, f"RL objective {name}: {reason}"),
+        )
+
+    def _lever_context(self, gen: int) -> LeverContext:
+        assert self.backend is not None
+        task_model = self.backend.task_model()
+        return LeverContext(
+            gen=gen,
+            override=self.config.lever,
+            trainable=bool(getattr(task_model, "trainable", False)),
+            task_model_name=getattr(task_model, "name", "?"),
+            n_algorithms=len(self.pm.rl_algorithms()),
+            n_executors=len(self.pm.executors()),
         )
 
     def _train(self, gen: int) -> tuple[None, dict[str, Any]]:

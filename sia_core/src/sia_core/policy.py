@@ -115,6 +115,20 @@ class LeverContext:
     n_executors: int = 0
 
 
+def weights_blockers(ctx: LeverContext) -> list[str]:
+    """Why the weights lever cannot be pulled in this run (empty: it can)."""
+    missing = []
+    if not ctx.trainable:
+        missing.append(
+            f"the task model {ctx.task_model_name!r} is not trainable (API-only or no weights)"
+        )
+    if ctx.n_algorithms == 0:
+        missing.append("no RL algorithm plugin is installed")
+    if ctx.n_executors == 0:
+        missing.append("no training executor plugin is installed")
+    return missing
+
+
 def validate_lever(decision: Decision, ctx: LeverContext) -> Decision:
     """Return the decision the run will carry out, with every change explained in ``notes``."""
     lever, notes, source = decision.lever, list(decision.notes), decision.source
@@ -126,15 +140,7 @@ def validate_lever(decision: Decision, ctx: LeverContext) -> Decision:
         notes.append(f"--lever {ctx.override} overrides the proposed {lever}")
         lever, source = ctx.override, "override"
     if lever in ("weights", "both"):
-        missing = []
-        if not ctx.trainable:
-            missing.append(
-                f"the task model {ctx.task_model_name!r} is not trainable (API-only or no weights)"
-            )
-        if ctx.n_algorithms == 0:
-            missing.append("no RL algorithm plugin is installed")
-        if ctx.n_executors == 0:
-            missing.append("no training executor plugin is installed")
+        missing = weights_blockers(ctx)
         if missing:
             notes.append(f"weights cannot be updated: {'; '.join(missing)}; using harness")
             lever = "harness"

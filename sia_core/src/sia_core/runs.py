@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import click
 
 from .errors import SiaError
 from .plugins import Registry, SiaPluginManager
-from .records import Event, to_dict
+from .records import to_dict
 from .runstore import SEALED, RunStore, list_runs, next_run_id
 
 
@@ -102,37 +101,6 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
 # -- running ----------------------------------------------------------------------------------
 
 
-class ConsoleObserver:
-    """Plain progress lines on stderr (one per step and generation)."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def sia_on_event(self, event: Event) -> None:
-        d, g = event.data, event.gen
-        el = f"[{time.monotonic() - self.t0:7.1f}s]"
-        if event.type == "step_started":
-            click.echo(f"{el} gen {g}: {d['step']} ...", err=True)
-        elif event.type == "step_finished":
-            extra = ""
-            if d["step"] == "propose":
-                extra = f" lever={d['lever']}" + (
-                    f" rl={d['rl_algorithm']}" if d.get("rl_algorithm") else ""
-                )
-            elif d["step"] == "run":
-                extra = f" items={d['items']} errors={d['errors']} timeouts={d['timeouts']} llm_calls={d['llm_calls']}"
-            elif d["step"] == "score":
-                extra = f" dev={d['dev_score']:.4f}"
-            elif d["step"] == "gate":
-                extra = f" incumbent=gen {d['incumbent']} ({d['reason']})"
-            click.echo(f"{el} gen {g}: {d['step']} done in {d['seconds']:.1f}s{extra}", err=True)
-        elif event.type in ("run_stopped", "run_failed"):
-            click.echo(
-                f"{el} {event.type.replace('_', ' ')}: {d.get('reason') or d.get('error')}",
-                err=True,
-            )
-
-
 def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     """``sia --task ...``: create a run (or resume it when the same run id exists)."""
     from .loop import RunConfig
@@ -218,13 +186,16 @@ def _header(
 
 def _drive(pm: SiaPluginManager, config: Any, store: RunStore) -> None:
     from .loop import Loop
+    from .progress import make_progress
 
-    observer = ConsoleObserver()
-    pm.register_object(observer, "sia-console")
+    observer = make_progress()
+    pm.register_object(observer, "sia-progress")
     try:
         rows = Loop(config, store, pm).run()
     finally:
-        pm.unregister_object("sia-console")
+        if hasattr(observer, "close"):
+            observer.close()
+        pm.unregister_object("sia-progress")
     _print_summary(store.run_id, rows)
 
 
