@@ -92,19 +92,28 @@ def test_undeclared_space_is_refused_clearly(source: str, message: str) -> None:
         read_declared(source)
 
 
-def _request(tmp_path: Path, history: list[dict], blockers: tuple[str, ...] = (),
-             scaffold: str = SCAFFOLD) -> FeedbackRequest:  # fmt: skip
+def _request(
+    tmp_path: Path, history: list[dict], blockers: tuple[str, ...] = (), scaffold: str = SCAFFOLD
+) -> FeedbackRequest:
     for row in history:
         gdir = tmp_path / f"gen_{row['gen']}"
         gdir.mkdir(exist_ok=True)
         (gdir / "target_agent.py").write_text(row.pop("scaffold", scaffold))
     last = history[-1]["gen"]
     return FeedbackRequest(
-        next_gen=last + 1, next_gen_dir=tmp_path / f"gen_{last + 1}", parent_gen=last,
-        parent_gen_dir=tmp_path / f"gen_{last}", parent_scaffold=scaffold, dev_metrics={},
-        context_md="", task_md="", task_name="t", history=tuple(history),
-        weights_blockers=blockers, seed=3,
-    )  # fmt: skip
+        next_gen=last + 1,
+        next_gen_dir=tmp_path / f"gen_{last + 1}",
+        parent_gen=last,
+        parent_gen_dir=tmp_path / f"gen_{last}",
+        parent_scaffold=scaffold,
+        dev_metrics={},
+        context_md="",
+        task_md="",
+        task_name="t",
+        history=tuple(history),
+        weights_blockers=blockers,
+        seed=3,
+    )
 
 
 def test_stall_pulls_weights_when_possible_and_says_why_when_not(tmp_path: Path) -> None:
@@ -163,13 +172,18 @@ class Plugin:
 
 def run(sia_pm, task_dir: Path, runs: Path, max_gen: int):
     store = RunStore.open(runs, "1", create=True)
-    config = RunConfig(task="tiny-add", task_dir=str(task_dir), max_gen=max_gen,
-                       backend="local-scripted", sandbox="process", seed=0)  # fmt: skip
+    config = RunConfig(
+        task="tiny-add",
+        task_dir=str(task_dir),
+        max_gen=max_gen,
+        backend="local-scripted",
+        sandbox="process",
+        seed=0,
+    )
     return store, Loop(config, store, sia_pm).run()
 
 
-def test_offline_loop_improves_over_the_reference(sia_pm, register_plugin, tiny_task_dir,
-                                                   tmp_path):  # fmt: skip
+def test_offline_loop_improves_over_the_reference(sia_pm, register_plugin, tiny_task_dir, tmp_path):
     register_plugin(Plugin(), "local-scripted")
     (tiny_task_dir / "reference/reference_target_agent.py").write_text(SCAFFOLD)
     store, rows = run(sia_pm, tiny_task_dir, tmp_path / "runs", max_gen=5)

@@ -1,0 +1,66 @@
+"""The progress display: live on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from sia_core.progress import LiveProgress, PlainProgress
+from sia_core.records import Event
+
+
+def events() -> list[Event]:
+    node = {"gen": 1, "dev_score": 0.25}
+    return [
+        Event(type="gen_started", run_id="1", gen=1),
+        Event(type="step_started", run_id="1", gen=1, data={"step": "run"}),
+        Event(
+            type="item_finished",
+            run_id="1",
+            gen=1,
+            data={"done": 37, "total": 120, "split": "dev", "status": "ok"},
+        ),
+        Event(
+            type="step_finished",
+            run_id="1",
+            gen=1,
+            data={"step": "score", "seconds": 0.1, "dev_score": 0.25},
+        ),
+        Event(
+            type="step_finished",
+            run_id="1",
+            gen=1,
+            data={"step": "gate", "seconds": 0.0, "incumbent": 1, "node": node, "reason": "first"},
+        ),
+    ]
+
+
+def test_live_view_shows_step_progress_and_scores() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    live = LiveProgress(console, refresh_per_second=50)
+    evs = events()
+    for e in evs[:3]:
+        live.sia_on_event(e)
+    live.live.refresh()
+    assert "running the scaffold dev 37/120" in out.getvalue()
+    for e in evs[3:]:
+        live.sia_on_event(e)
+    live.live.refresh()
+    text = out.getvalue()
+    assert "0.2500 (gen 1)" in text  # best dev so far
+    assert "gen 1: score done in 0.1s dev=0.2500" in text  # a plain line above the panel
+    live.sia_on_event(Event(type="run_finished", run_id="1", data={"status": "finished"}))
+    assert not live.live.is_started
+
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    plain = PlainProgress(out)
+    for e in events():
+        plain.sia_on_event(e)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # item progress is not printed line by line
+    assert lines[0].endswith("gen 1: running the scaffold ...")
+    assert "incumbent=gen 1" in lines[-1]
