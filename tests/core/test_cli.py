@@ -179,15 +179,22 @@ def test_sealed_test_is_scored_once_at_the_end_by_default(tmp_path: Path) -> Non
     assert all(i["split"] == "dev" for i in execution["items"])
 
 
-def test_default_backend_is_explained(tmp_path: Path) -> None:
-    proc = sia(
-        "--task",
-        "tiny-add",
-        "--max_gen",
-        "1",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        env={"ANTHROPIC_API_KEY": ""},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "backend scripted: no provider API key is set" in proc.stderr
+def test_auto_backend_prefers_a_configured_key(sia_pm, register_plugin, monkeypatch) -> None:
+    from sia_core import hookimpl
+    from sia_core.records import BackendSpec
+    from sia_core.runs import choose_backend
+
+    class Backends:
+        @hookimpl
+        def sia_backends(self):
+            yield BackendSpec(name="cloud", factory="x:y", key_env_vars=("SIA_TEST_KEY",))
+            yield BackendSpec(name="offline", factory="x:y", auto_priority=10)
+
+    assert choose_backend(sia_pm, "auto")[0] == "scripted"
+    assert "no local-model backend is installed" in choose_backend(sia_pm, "auto")[1]
+    register_plugin(Backends(), "backends")
+    monkeypatch.delenv("SIA_TEST_KEY", raising=False)
+    assert choose_backend(sia_pm, "auto") == ("offline", "no provider API key is set")
+    monkeypatch.setenv("SIA_TEST_KEY", "k")
+    assert choose_backend(sia_pm, "auto") == ("cloud", "SIA_TEST_KEY is set")
+    assert choose_backend(sia_pm, "offline") == ("offline", "chosen with --backend")

@@ -208,16 +208,20 @@ class Loop:
         cfg = self.config
         resumed = bool(self.store.events)
         self._write_run_json("running")
-        self.emit(
-            "run_resumed" if resumed else "run_started",
-            task=self.task.name,
-            backend=cfg.backend,
-            sandbox=cfg.sandbox,
-            max_gen=cfg.max_gen,
-        )
         stop_reason = ""
         try:
             self._open()
+            assert self.backend is not None
+            task_model = self.backend.task_model()
+            self.emit(
+                "run_resumed" if resumed else "run_started",
+                task=self.task.name,
+                backend=cfg.backend,
+                task_model=getattr(task_model, "name", "?"),
+                trainable=bool(getattr(task_model, "trainable", False)),
+                sandbox=cfg.sandbox,
+                max_gen=cfg.max_gen,
+            )
             for gen in range(1, cfg.max_gen + 1):
                 if self._done(gen, "gate"):
                     continue

@@ -60,6 +60,13 @@ def describe(event: Event) -> str:
         elif step == "gate":
             extra = f" incumbent=gen {d['incumbent']} ({d['reason']})"
         return f"gen {g}: {step} done in {d['seconds']:.1f}s{extra}"
+    if event.type in ("run_started", "run_resumed"):
+        verb = "resumed" if event.type == "run_resumed" else "started"
+        trainable = "trainable" if d.get("trainable") else "not trainable"
+        return (
+            f"run {verb}: task {d['task']}, task model {d.get('task_model')} ({trainable}), "
+            f"backend {d['backend']}, sandbox {d['sandbox']}"
+        )
     if event.type in ("run_stopped", "run_failed"):
         return f"{event.type.replace('_', ' ')}: {d.get('reason') or d.get('error')}"
     return ""
