@@ -143,6 +143,19 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Cap on task-model tokens per generation.",
         ),
         click.option(
+            "--executor",
+            default="auto",
+            show_default=True,
+            help="Where weight training runs (see `sia plugins`).",
+        ),
+        click.option(
+            "--train-opt",
+            "train_opts",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Training setting, e.g. steps=20, group_size=8, learning_rate=4e-5.",
+        ),
+        click.option(
             "--test-eval",
             "test_eval",
             type=click.Choice(["final", "every", "none"]),

@@ -47,6 +47,8 @@ from .records import (
     ItemResult,
     Metrics,
     ScoreResult,
+    TrainJob,
+    TrainResult,
     from_dict,
     to_dict,
 )
@@ -54,6 +56,7 @@ from .runner import RunSpec, run_items, run_program, scaffold_kind
 from .runstore import SEALED, RunStore
 from .sandbox import Limits, Sandbox
 from .taskdir import Task, load_task
+from .training import DEFAULT_TRAIN_SETTINGS
 
 STEPS = ("propose", "train", "run", "score", "gate")
 
@@ -80,6 +83,8 @@ class RunConfig:
     max_tokens_per_gen: int | None = None
     max_run_tokens: int | None = None
     test_eval: str = "final"  # every | final | none
+    executor: str = "auto"
+    train_settings: dict[str, Any] = attrs.field(factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The fields a re-run of the same command must match (``max_gen`` may grow)."""
@@ -456,9 +461,89 @@ class Loop:
         )
 
     def _train(self, gen: int) -> tuple[None, dict[str, Any]]:
-        # Lever validation only lets a weights generation through when an RL algorithm and an
-        # executor plugin are installed; they bring the training step (sia-train).
-        raise SiaError("weight training needs the sia-train plugin, which is not installed")
+        """Weight update through the frozen scaffold; a failed job leaves the parent's adapter."""
+        assert self.backend is not None
+        gdir = self.store.gen_dir(gen)
+        decision = from_dict(Decision, self.store.read_json(gdir / "decision.json"))
+        algorithm = self.pm.rl_algorithms().get(str(decision.rl_algorithm))
+        executor = self._executor()
+        task_model = self.backend.task_model()
+        parent_adapter = self.adapter_for(decision.parent_gen)
+        out = gdir / "adapter"
+        if out.exists():
+            shutil.rmtree(out)  # a half-finished earlier attempt
+        job = TrainJob(
+            job_id=f"run_{self.store.run_id}-gen_{gen}",
+            algorithm=algorithm.name,
+            trainer=algorithm.trainer,
+            task_dir=str(self.task.root),
+            scaffold=str(gdir / "target_agent.py"),
+            base_model=str(getattr(task_model, "base_model", "")),
+            out_dir=str(out),
+            init_adapter=str(self.store.root / parent_adapter) if parent_adapter else None,
+            seed=self.config.seed * 1000 + gen,
+            settings={**DEFAULT_TRAIN_SETTINGS, **self.config.train_settings},
+        )
+        self.store.write_json(gdir / "train_job.json", job)
+        try:
+            result = executor.run(job, lambda d: self._progress("train_progress", gen, **d))
+        except Exception as exc:  # an executor bug must not kill the run either
+            result = TrainResult(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if result.status == "ok" and not (result.adapter and Path(result.adapter).exists()):
+            result = attrs.evolve(
+                result,
+                status="failed",
+                error=f"the executor reported no adapter at {result.adapter}",
+            )
+        self.store.write_json(gdir / "train_result.json", result)
+        return None, {
+            "status": result.status,
+            "algorithm": algorithm.name,
+            "executor": executor.name,
+            "adapter": self.adapter_for(gen),
+            "error": result.error,
+        }
+
+    def _executor(self) -> Any:
+        executors = self.pm.executors()
+        names = [self.config.executor] if self.config.executor != "auto" else executors.names()
+        reasons = []
+        for name in names:
+            executor = resolve(executors.get(name).factory)()
+            ok, why = executor.available()
+            if ok:
+                return executor
+            reasons.append(f"{name}: {why}")
+        raise SiaError("no training executor is available: " + "; ".join(reasons))
+
+    def adapter_for(self, gen: int | None) -> str | None:
+        """The adapter (relative to the run folder) generation ``gen``'s task model serves."""
+        if gen is None:
+            return None
+        gdir = self.store.gen_dir(gen)
+        result_path = gdir / "train_result.json"
+        if self._done(gen, "train") and result_path.exists():
+            result = self.store.read_json(result_path)
+            if result["status"] == "ok" and result.get("adapter"):
+                return str(Path(result["adapter"]).resolve().relative_to(self.store.root.resolve()))
+        decision_path = gdir / "decision.json"
+        if not decision_path.exists():
+            return None
+        return self.adapter_for(self.store.read_json(decision_path).get("parent_gen"))
+
+    def _use_task_model_of(self, gen: int) -> None:
+        """Point the gateway at the task model generation ``gen`` runs on (base + adapter)."""
+        assert self.backend is not None and self.gateway is not None
+        base: Any = self.backend.task_model()
+        adapter = self.adapter_for(gen)
+        current = getattr(self.gateway.task_model, "adapter", None)
+        if adapter is None:
+            if current is not None:
+                self.gateway.set_task_model(base)
+            return
+        path = str(self.store.root / adapter)
+        if current != path:
+            self.gateway.set_task_model(base.with_adapter(path))
 
     def _execute(
         self, gen: int, items: list[Item], work: Path
@@ -470,6 +555,7 @@ class Loop:
             shutil.rmtree(work)  # a half-finished earlier attempt
         work.mkdir(parents=True)
         scaffold = self.store.gen_dir(gen) / "target_agent.py"
+        self._use_task_model_of(gen)
         self.gateway.begin(
             gen, Budget(max_calls=cfg.max_calls_per_gen, max_tokens=cfg.max_tokens_per_gen)
         )
@@ -649,6 +735,7 @@ class Loop:
             lever=decision.lever,
             scaffold_sha256=sha256_text(text),
             rl_algorithm=decision.rl_algorithm,
+            adapter=self.adapter_for(gen),
             dev_score=dev,
             status="done",
         )

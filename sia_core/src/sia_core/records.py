@@ -237,6 +237,34 @@ class GenerationNode:
 
 
 @attrs.frozen(kw_only=True)
+class TrainJob:
+    """One weight update, as handed to an executor: primitives and paths only, so it crosses
+    process and machine boundaries (a local worker, a Modal container) as JSON."""
+
+    job_id: str
+    algorithm: str
+    trainer: str  # import string from the AlgorithmSpec, imported by the worker
+    task_dir: str
+    scaffold: str  # the frozen scaffold the rollouts run
+    base_model: str  # the task model's weights (a GGUF file, an HF folder or an HF id)
+    out_dir: str
+    init_adapter: str | None = None  # the parent generation's adapter, trained further
+    seed: int = 0
+    settings: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class TrainResult:
+    """What a training job produced. A failed job is a failed step, never a dead run."""
+
+    status: str  # "ok" | "failed"
+    adapter: str | None = None  # folder of the trained adapter
+    log: str | None = None
+    metrics: dict[str, Any] = attrs.field(factory=dict)  # reward before/after, steps, seconds
+    error: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class Event:
     """One line of ``events.jsonl``, also passed to ``sia_on_event`` observers."""
 

@@ -93,8 +93,19 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SiaError(f"--backend-opt {pair!r}: expected KEY=VALUE")
+            raise SiaError(f"{pair!r}: expected KEY=VALUE")
         out[key.strip()] = value
+    return out
+
+
+def _train_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--train-opt KEY=VALUE`` pairs, values parsed as JSON where they parse (numbers, bools)."""
+    out: dict[str, Any] = {}
+    for key, value in _settings(pairs).items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 
@@ -130,6 +141,8 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
         max_tokens_per_gen=opts["max_tokens_per_gen"],
         max_run_tokens=opts["max_run_tokens"],
         test_eval=opts["test_eval"],
+        executor=opts["executor"],
+        train_settings=_train_settings(opts["train_opts"]),
     )
     run_id = opts["run_id"] or next_run_id(runs_dir)
     root = RunStore.path_for(runs_dir, run_id)

@@ -15,7 +15,8 @@ reference scaffold and decides ``harness`` with no change. Script format::
       "task_model": {
         "name": "scripted", "trainable": false,
         "rules": [{"match": "What is (\\\\d+)", "reply": "It is \\\\1"}],
-        "default": "echo"
+        "default": "echo",
+        "adapter_rules": [...]       # replies once a (fake) adapter is served
       }
     }
 
@@ -38,13 +39,23 @@ from .records import Decision
 class ScriptedTaskModel:
     """A task model answering by regex rules; the default reply echoes the last user message."""
 
-    def __init__(self, spec: dict[str, Any] | None = None) -> None:
+    def __init__(self, spec: dict[str, Any] | None = None, adapter: str | None = None) -> None:
         spec = spec or {}
+        self.spec = spec
         self.name: str = spec.get("name", "scripted")
         self.trainable: bool = bool(spec.get("trainable", False))
-        self.adapter: str | None = None
-        self.rules = [(re.compile(r["match"], re.S), r["reply"]) for r in spec.get("rules", [])]
-        self.default: str = spec.get("default", "echo")
+        self.base_model: str = spec.get("base_model", "scripted-base")
+        self.adapter = adapter
+        # with an adapter, "adapter_rules"/"adapter_default" stand for the trained weights
+        prefix = "adapter_" if adapter and "adapter_rules" in spec else ""
+        self.rules = [
+            (re.compile(r["match"], re.S), r["reply"]) for r in spec.get(f"{prefix}rules", [])
+        ]
+        self.default: str = spec.get(f"{prefix}default", spec.get("default", "echo"))
+
+    def with_adapter(self, adapter: str | None) -> ScriptedTaskModel:
+        """The same model serving ``adapter`` (its replies follow ``adapter_rules``)."""
+        return ScriptedTaskModel(self.spec, adapter)
 
     def reply(self, prompt: str) -> str:
         for pattern, template in self.rules:

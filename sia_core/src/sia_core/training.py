@@ -1,0 +1,53 @@
+"""The seam between the loop and weight training.
+
+An executor plugin (``sia_executors``) yields an ``ExecutorSpec`` whose factory returns an
+object with ``available() -> (bool, reason)`` and ``run(job, on_progress) -> TrainResult``. The
+loop builds a :class:`~sia_core.records.TrainJob` for a weights generation, the executor runs
+the job's trainer (local subprocess worker, a Modal GPU, ...) and returns the adapter.
+
+A trainable task model exposes ``base_model`` (what to train) and ``with_adapter(path)``, which
+returns the same model serving base + that adapter, so the next generation runs on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from .records import TrainJob, TrainResult
+
+#: settings of a weight update; an objective or executor may read more from ``job.settings``
+DEFAULT_TRAIN_SETTINGS: dict[str, Any] = {
+    "steps": 20,
+    "group_size": 8,
+    "items_per_step": 2,
+    "learning_rate": 4e-5,  # SIA's paper
+    "lora_rank": 32,  # SIA's paper
+    "lora_alpha": 64,
+    "kl_coef": 0.04,
+    "max_tokens": 64,
+    "temperature": 1.0,
+}
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs training jobs somewhere; a crash comes back as ``TrainResult(status="failed")``."""
+
+    name: str
+
+    def available(self) -> tuple[bool, str]: ...
+
+    def run(self, job: TrainJob, on_progress: Callable[[dict[str, Any]], None]) -> TrainResult: ...
+
+
+@runtime_checkable
+class TrainableTaskModel(Protocol):
+    """A task model whose weights can be updated."""
+
+    name: str
+    trainable: bool
+    base_model: str
+    adapter: str | None
+
+    def with_adapter(self, adapter: str | None) -> Any: ...
