@@ -77,7 +77,7 @@ def test_tasks_and_plugins_json() -> None:
         (["--task", "nope"], "unknown task 'nope'; choose one of:"),
         (["--task", "tiny-add", "--backend", "nope"], "unknown backend 'nope'; choose one of:"),
         (["--task", "tiny-add", "--sandbox", "nope"], "unknown sandbox 'nope'; choose one of:"),
-        (["--task", "tiny-add", "--rl-algorithm", "ppo"], "unknown RL algorithm 'ppo'"),
+        (["--task", "tiny-add", "--rl-algorithm", "dpo9"], "unknown RL algorithm 'dpo9'"),
         (["--task", "tiny-add", "--task_dir", "."], "not both"),
         (["--task_dir", "/nonexistent"], "no such directory"),
         (["--max_gen", "0", "--task", "tiny-add"], "0 is not in the range x>=1"),

@@ -15,16 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sia_backend_local.backend import LocalBackend
-from sia_backend_local.policy import (
-    SpaceError,
-    offline_feedback,
-    read_declared,
-    stalled_for,
-    write_params,
-)
+from sia_backend_local.policy import offline_feedback, stalled_for
 from sia_core import hookimpl
 from sia_core.backend import BackendOptions, FeedbackRequest
 from sia_core.loop import Loop, RunConfig
+from sia_core.params import SpaceError, read_declared, write_params
 from sia_core.records import BackendSpec
 from sia_core.runstore import RunStore
 from sia_core.scripted import ScriptedTaskModel
@@ -64,14 +59,13 @@ def test_read_and_write_params_round_trip() -> None:
 
 
 @given(
-    st.dictionaries(
-        st.sampled_from(["mode", "max_tokens", "note"]),
-        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
-    )
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    st.sampled_from(["llm", "compute", "zero"]),
+    st.integers(1, 16).map(lambda n: 4 * n),
 )
-def test_write_params_keeps_a_valid_module(values: dict) -> None:
+def test_write_params_keeps_a_valid_module(note, mode: str, max_tokens: int) -> None:
     declared = read_declared(SCAFFOLD)
-    params = {**declared.params, **values}
+    params = {**declared.params, "note": note, "mode": mode, "max_tokens": max_tokens}
     out = write_params(SCAFFOLD, declared, params)
     ast.parse(out)
     assert read_declared(out).params == params
@@ -85,6 +79,9 @@ def test_write_params_keeps_a_valid_module(values: dict) -> None:
         ("PARAMS = {'a': 1}\nSEARCH_SPACE = {'b': {'int': [1, 2]}}\n", "PARAMS does not define"),
         ("PARAMS = {'a': f(1)}\nSEARCH_SPACE = {}\n", "plain literals"),
         ("PARAMS = {'a': 1}\nSEARCH_SPACE = {'a': {'range': [1, 2]}}\n", "needs 'choices'"),
+        ("PARAMS = {'a': 9}\nSEARCH_SPACE = {'a': {'int': [1, 2]}}\n", r"outside \[1, 2\]"),
+        ("PARAMS = {'a': 'x'}\nSEARCH_SPACE = {'a': {'choices': ['y']}}\n", "not one of"),
+        ("PARAMS = {'a': 1.5}\nSEARCH_SPACE = {'a': {'int': [1, 2]}}\n", "not an int"),
     ],
 )
 def test_undeclared_space_is_refused_clearly(source: str, message: str) -> None:

@@ -120,6 +120,9 @@ def scaffold_kind(path: Path) -> Literal["per_item", "program"]:
 # --------------------------------------------------------------------------------------------
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
 def _scaffold_env(spec: RunSpec, home: Path, gateway: Gateway | None, token: str) -> dict[str, str]:
     """The scaffold's whole environment: nothing from the host but PATH and LANG."""
     bin_dir = str(Path(sys.executable).parent)
@@ -129,6 +132,10 @@ def _scaffold_env(spec: RunSpec, home: Path, gateway: Gateway | None, token: str
         "HOME": str(home),
         "LANG": os.environ.get("LANG") or "C.UTF-8",
         "SIA_MODEL": spec.model_name,
+        # workers share the machine's cores: without this, every worker's BLAS/OpenMP pool
+        # takes all of them and a 0.3 s model fit becomes 18 s
+        **dict.fromkeys(_THREAD_VARS, str(max(1, (os.cpu_count() or 1) // max(1, spec.parallel)))),
+        "PYTHONDONTWRITEBYTECODE": "1",  # no __pycache__ in generation folders
     }
     if gateway is not None:
         env.update(
@@ -371,6 +378,7 @@ class _ItemRun:
         argv = [
             sys.executable,
             "-I",
+            "-B",
             str(HOST_PATH),
             "--config",
             str(self.config_path.resolve()),

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 
 from sia_core.errors import TaskError
+from sia_core.params import SpaceError, read_declared
 from sia_core.records import Item, ScoreResult
 
 __all__ = [
@@ -750,11 +751,14 @@ class _Loader:
         self.reference = reference
         if reference.is_file():
             try:
-                ast.parse(reference.read_bytes(), filename=str(reference))
+                source = reference.read_bytes()
+                ast.parse(source, filename=str(reference))
             except SyntaxError as exc:
                 self.problem(reference, f"syntax error at line {exc.lineno}: {exc.msg}")
             except ValueError as exc:
                 self.problem(reference, f"cannot be parsed: {exc}")
+            else:
+                self.check_declared(reference, source.decode("utf-8", "replace"))
         else:
             self.problem(REFERENCE_SCAFFOLD, "missing: the reference scaffold (generation 1)")
         samples = self.root / SAMPLE_DESCRIPTIONS
@@ -1010,6 +1014,15 @@ class _Loader:
             self.problem(file, "aggregate is not a function")
         else:
             self.aggregate = aggregate
+
+    def check_declared(self, path: Path, source: str) -> None:
+        """A scaffold that declares PARAMS or SEARCH_SPACE must declare them searchably."""
+        if not re.search(r"^(PARAMS|SEARCH_SPACE)\s*=", source, re.M):
+            return
+        try:
+            read_declared(source)
+        except SpaceError as exc:
+            self.problem(path, f"declared parameters: {exc} (see docs/scaffolds.md)")
 
     def import_file(self, path: Path) -> ModuleType | None:
         name = "_sia_task_scorer_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]

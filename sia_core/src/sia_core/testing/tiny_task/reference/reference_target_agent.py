@@ -7,6 +7,16 @@ its settings from ``ctx.params`` (falling back to ``PARAMS``), so a harness sear
 import re
 
 PARAMS = {"temperature": 0.0, "max_tokens": 16, "instruction": "Answer with the number only."}
+SEARCH_SPACE = {
+    "temperature": {"float": [0.0, 1.0]},
+    "max_tokens": {"int": [4, 64], "step": 4},
+    "instruction": {
+        "choices": [
+            "Answer with the number only.",
+            "Add the two numbers. Reply with the sum as digits and nothing else.",
+        ]
+    },
+}
 
 _INT = re.compile(r"[-+]?\d+")
 

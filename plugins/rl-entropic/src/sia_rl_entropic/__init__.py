@@ -1,0 +1,1 @@
+"""Entropic advantage weighting objective plugin for sia (entry point ``rl-entropic``)."""

@@ -1,0 +1,1 @@
+"""GRPO objective plugin for sia (entry point ``rl-grpo``)."""

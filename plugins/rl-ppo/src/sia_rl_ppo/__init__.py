@@ -1,0 +1,1 @@
+"""PPO + GAE objective plugin for sia (entry point ``rl-ppo``)."""
