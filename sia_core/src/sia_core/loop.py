@@ -294,7 +294,11 @@ class Loop:
         )
         self.backend = resolve(spec.factory)(options)
         self.sandbox = resolve(self.pm.sandboxes().get(cfg.sandbox).factory)()
-        self.gateway = Gateway(self.backend.task_model())
+        task_model = self.backend.task_model()
+        start = getattr(task_model, "start", None)
+        if callable(start):
+            start()  # a model server that cannot start fails the run now, not mid-generation
+        self.gateway = Gateway(task_model)
         self.gateway.start()
 
     def _close(self) -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import hookimpl
 from .records import Event
 
 STEP_LABELS = {
@@ -32,6 +33,7 @@ class PlainProgress:
         self.console = Console(file=stream, stderr=stream is None, highlight=False, soft_wrap=True)
         self.t0 = time.monotonic()
 
+    @hookimpl
     def sia_on_event(self, event: Event) -> None:
         line = describe(event)
         if line:
@@ -106,6 +108,7 @@ class LiveProgress:
         table.add_row("elapsed", f"{time.monotonic() - self.t0:.0f}s")
         return table
 
+    @hookimpl
     def sia_on_event(self, event: Event) -> None:
         d = event.data
         if event.type == "gen_started":

@@ -12,6 +12,7 @@ Settings (``--backend-opt KEY=VALUE``): ``stall_generations`` (default 2), ``n_c
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,84 @@ from sia_core.records import Decision
 from .policy import DEFAULT_STALL_GENERATIONS, offline_feedback, offline_meta_note
 
 MODEL_NAME = "smollm2-135m-instruct"
+
+
+class _Server:
+    """The one llama.cpp server of a run, restarted when a different adapter is asked for."""
+
+    def __init__(self, gguf: Path, options: dict[str, Any]) -> None:
+        self.gguf, self.options = gguf, options
+        self.lock = threading.Lock()
+        self.model: Any = None
+        self.adapter: str | None = None
+
+    def serving(self, adapter: str | None) -> Any:
+        from .server import LocalTaskModel
+
+        with self.lock:
+            if self.model is None:
+                lora = lora_gguf(adapter, self.gguf) if adapter else None
+                self.model = LocalTaskModel.launch(self.gguf, adapter=lora, **self.options)
+            elif adapter != self.adapter:
+                lora = lora_gguf(adapter, self.gguf) if adapter else None
+                self.model = self.model.with_adapter(lora)
+            self.adapter = adapter
+            return self.model
+
+    def close(self) -> None:
+        with self.lock:
+            if self.model is not None:
+                self.model.close()
+                self.model = None
+
+
+class LocalModel:
+    """The task model the loop sees: ``name``, ``trainable``, ``base_model``, ``adapter``,
+    ``chat`` and ``with_adapter``. All views share one server; it starts on first use."""
+
+    trainable = True
+
+    def __init__(
+        self,
+        gguf: Path,
+        options: dict[str, Any],
+        *,
+        name: str,
+        adapter: str | None = None,
+        server: _Server | None = None,
+    ) -> None:
+        self.name = name
+        self.base_model = str(gguf)
+        self.adapter = adapter
+        self._server = server or _Server(gguf, options)
+        self._options = options
+
+    def start(self) -> None:
+        """Start the server now (the loop starts it before the first generation)."""
+        self._server.serving(self.adapter)
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._server.serving(self.adapter).chat(body)  # type: ignore[no-any-return]
+
+    def with_adapter(self, adapter: str | None) -> LocalModel:
+        """The same model with a peft adapter folder (converted to a GGUF LoRA on first use)."""
+        return LocalModel(
+            Path(self.base_model),
+            self._options,
+            name=self.name,
+            adapter=adapter,
+            server=self._server,
+        )
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def lora_gguf(adapter_dir: str, base_gguf: Path) -> Path:
+    """The GGUF LoRA llama.cpp serves for a peft adapter folder (converted once, cached beside)."""
+    from .lora import convert_peft_to_gguf
+
+    return convert_peft_to_gguf(Path(adapter_dir), base_gguf)
 
 
 class LocalBackend:
@@ -61,18 +140,17 @@ class LocalBackend:
             maximize=request.direction != "minimize",
         )
 
-    def task_model(self) -> Any:
+    def task_model(self) -> LocalModel:
         if self._model is None:
-            from .server import LlamaServer, LocalTaskModel, smollm2_gguf
+            from .server import smollm2_gguf
 
             gguf = self._gguf(smollm2_gguf)
-            log = (
-                Path(self.options.run_dir) / "local_model_server.log"
-                if self.options.run_dir
-                else None
-            )
-            server = LlamaServer(gguf, n_ctx=self.n_ctx, n_threads=self.n_threads, log_path=log)
-            self._model = LocalTaskModel(server, name=MODEL_NAME)
+            options: dict[str, Any] = {"n_ctx": self.n_ctx}
+            if self.n_threads is not None:
+                options["n_threads"] = self.n_threads
+            if self.options.run_dir:
+                options["log_path"] = Path(self.options.run_dir) / "local_model_server.log"
+            self._model = LocalModel(gguf, options, name=MODEL_NAME)
         return self._model
 
     def _gguf(self, default: Any) -> Path:
