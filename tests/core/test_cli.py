@@ -156,6 +156,14 @@ def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
     assert clash.returncode == 1 and "different settings (seed)" in clash.stderr
 
 
+def test_default_runs_dir_is_relative_to_the_working_directory(tmp_path: Path) -> None:
+    proc = sia("--task", "tiny-add", "--max_gen", "1", "--backend", "scripted", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs/run_1/gen_1/metrics.json").is_file()
+    listed = json.loads(sia("runs", "--json", cwd=tmp_path).stdout)["runs"]
+    assert [r["run_id"] for r in listed] == ["1"]
+
+
 def test_sealed_test_is_scored_once_at_the_end_by_default(tmp_path: Path) -> None:
     """--test-eval final: only the first generation and the incumbent touch the test split."""
     script = write_script(tmp_path)

@@ -89,7 +89,8 @@ class RunStore:
 
     @classmethod
     def open(cls, runs_dir: Path, run_id: str, *, create: bool = False) -> RunStore:
-        root = cls.path_for(runs_dir, run_id)
+        # absolute: scaffold workers run in their own directories
+        root = cls.path_for(Path(runs_dir).resolve(), run_id)
         if not root.exists():
             if not create:
                 raise SiaError(f"no run {run_id!r} in {runs_dir} (see `sia runs`)")
