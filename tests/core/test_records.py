@@ -148,3 +148,17 @@ def test_every_record_class_is_covered() -> None:
         if isinstance(obj, type) and attrs.has(obj) and obj.__module__ == r.__name__
     }
     assert classes == set(STRATEGIES), classes ^ set(STRATEGIES)
+
+
+def test_atomic_writes_make_ordinary_files(tmp_path) -> None:
+    import os
+    import stat
+
+    from sia_core.runstore import atomic_write_text
+
+    path = tmp_path / "a" / "b.txt"
+    atomic_write_text(path, "x")
+    old = os.umask(0)
+    os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~old
+    assert path.read_text() == "x" and [p.name for p in path.parent.iterdir()] == ["b.txt"]

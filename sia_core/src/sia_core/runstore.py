@@ -20,7 +20,9 @@ from .errors import SiaError
 from .records import Event, from_dict, to_dict
 
 RUN_DIR_RE = re.compile(r"^run_(.+)$")
-SEALED = "sealed"  # per-generation folder for test-split artifacts; never shown to agents
+SEALED = "sealed"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # per-generation folder for test-split artifacts; never shown to agents
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -28,6 +30,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

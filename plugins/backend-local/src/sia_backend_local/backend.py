@@ -7,7 +7,7 @@
   stopped on ``close()`` (and killed with the orchestrator if that dies).
 
 Settings (``--backend-opt KEY=VALUE``): ``stall_generations`` (default 2), ``n_ctx`` (2048),
-``n_threads`` (all cores).
+``n_threads`` (generation, 1), ``n_threads_batch`` (prompt processing, all cores).
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ class LocalBackend:
             )
             self.n_ctx = int(settings.get("n_ctx", 2048))
             self.n_threads = int(settings["n_threads"]) if "n_threads" in settings else None
+            self.n_threads_batch = (
+                int(settings["n_threads_batch"]) if "n_threads_batch" in settings else None
+            )
         except ValueError as exc:
             raise SiaError(f"--backend-opt for the local backend: {exc}") from exc
         self._model: Any = None
@@ -145,9 +148,15 @@ class LocalBackend:
             from .server import smollm2_gguf
 
             gguf = self._gguf(smollm2_gguf)
-            options: dict[str, Any] = {"n_ctx": self.n_ctx}
-            if self.n_threads is not None:
-                options["n_threads"] = self.n_threads
+            from .server import cpu_count
+
+            # prompt processing dominates a scaffold's calls and parallelises well; generation
+            # (a few tokens) stays on one thread, which is robust when other work needs a core
+            options: dict[str, Any] = {
+                "n_ctx": self.n_ctx,
+                "n_threads": self.n_threads or 1,
+                "n_threads_batch": self.n_threads_batch or cpu_count(),
+            }
             if self.options.run_dir:
                 options["log_path"] = Path(self.options.run_dir) / "local_model_server.log"
             self._model = LocalModel(gguf, options, name=MODEL_NAME)

@@ -4,10 +4,12 @@
 finds the ``n_neighbors`` most similar training cases and ranks their charges by summed cosine
 similarity, then, by ``strategy``:
 
-- ``"llm_choose"`` (default): the task model sees the case (its first ``max_chars``
-  characters) and the top ``k`` candidate charges as a numbered list, and answers with a
-  number. A reply that names no candidate (or a failed call) falls back to the top candidate.
-  When all neighbours agree on one charge there is nothing to choose and no call is made.
+- ``"llm_choose"`` (default): when the neighbours disagree (the top charge has less than
+  ``ask_below`` of the similarity-weighted vote), the task model sees the case (its first
+  ``max_chars`` characters) and the top ``k`` candidate charges as a numbered list, and answers
+  with a number. A reply that names no candidate (or a failed call) falls back to the top
+  candidate. When the neighbours clearly agree, the top charge is the answer and no call is made:
+  on a CPU the model's time goes to the cases where retrieval is unsure.
 - ``"knn_vote"``: the top candidate (a similarity-weighted vote), no model call.
 
 The model is called only through ``ctx.llm``; settings come from ``ctx.params``.
@@ -29,6 +31,7 @@ PARAMS = {
     "ngram_max": 2,
     "temperature": 0.0,
     "max_tokens": 8,  # the answer is one number
+    "ask_below": 0.5,  # ask the model only when the top charge has under half of the vote
 }
 
 SEARCH_SPACE = {
@@ -39,6 +42,7 @@ SEARCH_SPACE = {
     "ngram_min": {"int": [1, 2]},
     "ngram_max": {"int": [1, 3]},
     "temperature": {"float": [0.0, 1.0]},
+    "ask_below": {"float": [0.0, 1.0]},
 }
 
 _INT = re.compile(r"\d+")
@@ -70,23 +74,31 @@ def retrieve(text, n_neighbors):
     top = np.argpartition(-sims, n - 1)[:n]
     top = top[np.argsort(-sims[top], kind="stable")]
     neighbours = [(_INDEX["ids"][j], _INDEX["labels"][j], float(sims[j])) for j in top]
+    ranked, _ = vote(neighbours)
+    return neighbours, ranked
+
+
+def vote(neighbours):
+    """Charges ranked by summed similarity, and the top charge's share of the vote."""
     votes = {}
     for _, label, sim in neighbours:  # dict order = rank of first appearance, the tie-break
         votes[label] = votes.get(label, 0.0) + sim
     ranked = sorted(votes, key=lambda label: -votes[label])
-    return neighbours, ranked
+    total = sum(votes.values())
+    return ranked, (votes[ranked[0]] / total if total > 0 else 1.0)
 
 
 def build_prompt(text, candidates, max_chars):
     """The question for the task model: the (truncated) case and the numbered candidates."""
     case = text if len(text) <= max_chars else text[:max_chars] + "…"
     options = "\n".join(f"{i}. {name}" for i, name in enumerate(candidates, start=1))
+    # the fixed instruction comes first: llama.cpp reuses the cached prefix across calls
     return (
-        "Here is a Chinese criminal case.\n"
+        "Which criminal charge fits this Chinese criminal case? "
+        "Answer with the option number only.\n"
         f"Case: {case}\n\n"
-        "Which criminal charge fits this case? Options:\n"
-        f"{options}\n"
-        "Answer with the option number only."
+        f"Options:\n{options}\n"
+        "Answer:"
     )
 
 
@@ -114,8 +126,9 @@ def solve(item, ctx):
         ctx.log("answer", {"label": best, "how": "knn_vote"})
         return best
     candidates = ranked[: max(1, int(_param(ctx, "k")))]
-    if len(candidates) == 1:
-        ctx.log("answer", {"label": best, "how": "neighbours agree: no model call"})
+    _, share = vote(neighbours)
+    if len(candidates) == 1 or share >= float(_param(ctx, "ask_below")):
+        ctx.log("answer", {"label": best, "how": f"neighbours agree ({share:.2f}): no model call"})
         return best
     prompt = build_prompt(text, candidates, int(_param(ctx, "max_chars")))
     try:
