@@ -202,3 +202,12 @@ def test_offline_loop_improves_over_the_reference(sia_pm, register_plugin, tiny_
 def test_backend_options_are_validated() -> None:
     with pytest.raises(Exception, match="local backend"):
         LocalBackend(BackendOptions(settings={"stall_generations": "two"}))
+
+
+def test_write_params_changes_only_the_changed_values_and_keeps_comments() -> None:
+    source = 'PARAMS = {\n    "k": 5,  # candidates\n    "mode": "a",\n}\nSEARCH_SPACE = {"k": {"int": [1, 9]}}\n'
+    declared = read_declared(source)
+    out = write_params(source, declared, {"k": 7, "mode": "a"})
+    assert out == source.replace('"k": 5,', '"k": 7,')
+    assert write_params(source, declared, {"k": 5, "mode": "b"}).count('"b"') == 1
+    assert write_params(source, declared, dict(declared.params)) == source

@@ -25,6 +25,8 @@ class Declared:
     space: dict[str, dict[str, Any]]
     start: tuple[int, int]  # (line, col) of the PARAMS dict literal, 1-based line
     end: tuple[int, int]
+    #: where each value of the PARAMS literal sits: key -> (line, col, end line, end col)
+    value_spans: dict[str, tuple[int, int, int, int]] = attrs.field(factory=dict)
 
 
 def read_declared(source: str) -> Declared:
@@ -55,9 +57,20 @@ def read_declared(source: str) -> Declared:
         check_default(key, params[key], spec)
     literal = found["PARAMS"]
     assert literal.end_lineno is not None and literal.end_col_offset is not None
+    spans: dict[str, tuple[int, int, int, int]] = {}
+    if isinstance(literal, ast.Dict):
+        for key_node, value in zip(literal.keys, literal.values, strict=True):
+            if (
+                isinstance(key_node, ast.Constant)
+                and isinstance(key_node.value, str)
+                and value.end_lineno is not None
+            ):
+                end_col = value.end_col_offset or 0
+                spans[key_node.value] = (value.lineno, value.col_offset, value.end_lineno, end_col)
     return Declared(
         params=params,
         space=space,
+        value_spans=spans,
         start=(literal.lineno, literal.col_offset),
         end=(literal.end_lineno, literal.end_col_offset),
     )
@@ -105,7 +118,24 @@ def distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_params(source: str, declared: Declared, params: dict[str, Any]) -> str:
-    """The scaffold with its PARAMS literal replaced by ``params`` (key order kept)."""
+    """The scaffold with the changed values of its PARAMS literal rewritten in place.
+
+    Only the changed values' source text is replaced, so comments and layout stay and
+    ``diff.patch`` shows exactly the settings that changed. New keys, or a literal whose values
+    cannot be located, fall back to rewriting the whole literal.
+    """
+    changed = {
+        k: v for k, v in params.items() if k not in declared.params or declared.params[k] != v
+    }
+    if not changed:
+        return source
+    if all(k in declared.value_spans for k in changed) and set(params) == set(declared.params):
+        lines = source.splitlines(keepends=True)
+        for key in sorted(changed, key=lambda k: declared.value_spans[k], reverse=True):
+            l1, c1, l2, c2 = declared.value_spans[key]
+            text = _literal(changed[key])
+            lines[l1 - 1 : l2] = [lines[l1 - 1][:c1] + text + lines[l2 - 1][c2:]]
+        return "".join(lines)
     lines = source.splitlines(keepends=True)
     (l1, c1), (l2, c2) = declared.start, declared.end
     before = "".join(lines[: l1 - 1]) + lines[l1 - 1][:c1]
@@ -120,5 +150,9 @@ def write_params(source: str, declared: Declared, params: dict[str, Any]) -> str
 
 
 def _literal(value: Any) -> str:
-    """A Python literal for a JSON-like value (True/False/None, not true/false/null)."""
-    return repr(value)
+    """A Python literal for a JSON-like value, double-quoted strings like ruff's style."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple | dict):
+        return repr(value)
+    return repr(value)  # numbers, True/False/None

@@ -77,6 +77,11 @@ def propose_params(
     return dict(trial.params), trials, how + " (no untried point found in 20 draws)"
 
 
+def _rounded(params: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 4 significant digits: readable diffs; the value written is the trial's value."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in params.items()}
+
+
 def stalled_for(history: tuple[dict[str, Any], ...]) -> int:
     """Generations since the incumbent was made (0 when the last generation is the incumbent)."""
     gens = [int(r["gen"]) for r in history]
@@ -129,7 +134,7 @@ def offline_feedback(
         )
 
     params, trials, how = propose_params(request, declared, maximize)
-    new_params = {**declared.params, **params}
+    new_params = {**declared.params, **_rounded(params)}
     scaffold = write_params(request.parent_scaffold, declared, new_params)
     changes = [
         f"`{k}`: {declared.params[k]!r} → {new_params[k]!r}"
