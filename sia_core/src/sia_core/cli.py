@@ -284,6 +284,9 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
 
         validate_task_cmd(pm_factory(), task)
 
+    from .newtask import new_task_command
+
+    cli.add_command(new_task_command())
     try:
         pm_factory().hook.sia_register_commands(cli=cli)
     except Exception as exc:  # a plugin's command must not take the CLI down

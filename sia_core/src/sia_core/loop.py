@@ -159,12 +159,13 @@ class Loop:
         pm: SiaPluginManager,
         *,
         on_item: Callable[[ItemResult], None] | None = None,
+        task: Task | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.pm = pm
         self.on_item = on_item
-        self.task: Task = load_task(config.task_dir)
+        self.task: Task = task or load_task(config.task_dir)
         self.backend: Backend | None = None
         self.sandbox: Sandbox | None = None
         self.gateway: Gateway | None = None

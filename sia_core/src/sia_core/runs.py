@@ -115,8 +115,10 @@ def _train_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
 def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     """``sia --task ...``: create a run (or resume it when the same run id exists)."""
     from .loop import RunConfig
+    from .taskdir import load_task
 
     name, task_dir = resolve_task_dir(pm, opts["task"], opts["task_dir"])
+    task = load_task(task_dir)  # a task that cannot be used fails here: one line, no run folder
     runs_dir = Path(opts["runs_dir"])
     backend, backend_why = choose_backend(pm, opts["backend"])
     sandbox, sandbox_why = choose_sandbox(pm, opts["sandbox"])
@@ -159,7 +161,7 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
         click.echo(f"sia: run {run_id} exists with the same settings: resuming it", err=True)
     store = RunStore.open(runs_dir, run_id, create=True)
     _header(pm, config, store, backend_why, sandbox_why)
-    _drive(pm, config, store)
+    _drive(pm, config, store, task)
 
 
 def resume_run(pm: SiaPluginManager, runs_dir: Path, run_id: str, *, max_gen: int | None) -> None:
@@ -197,14 +199,14 @@ def _header(
     click.echo(f"sia: plugins: {', '.join(loaded) or '(none besides sia-core)'}", err=True)
 
 
-def _drive(pm: SiaPluginManager, config: Any, store: RunStore) -> None:
+def _drive(pm: SiaPluginManager, config: Any, store: RunStore, task: Any = None) -> None:
     from .loop import Loop
     from .progress import make_progress
 
     observer = make_progress()
     pm.register_object(observer, "sia-progress")
     try:
-        rows = Loop(config, store, pm).run()
+        rows = Loop(config, store, pm, task=task).run()
     finally:
         if hasattr(observer, "close"):
             observer.close()
@@ -421,7 +423,8 @@ def validate_task_cmd(pm: SiaPluginManager, task: str) -> None:
     from .taskdir import validate_task
 
     path = Path(task)
-    if not path.is_dir():
+    looks_like_task = (path / "task.toml").is_file() or (path / "data/public/task.md").is_file()
+    if not path.is_dir() or (not looks_like_task and task in pm.tasks()):
         path = Path(pm.tasks().get(task).path)
     problems = validate_task(path)
     if not problems:

@@ -1,0 +1,1 @@
+"""sia task package: example (its task folder is ``task/``, registered by ``plugin``)."""
