@@ -36,9 +36,11 @@ PARAMS = {
 
 SEARCH_SPACE = {
     "strategy": {"choices": ["llm_choose", "knn_vote"]},
-    "k": {"int": [2, 10]},
+    # prompt size bounds the search: on 2 CPU cores a 135M model processes ~200-400 prompt
+    # tokens/s, and every generation asks it about up to 191 dev cases
+    "k": {"int": [2, 6]},
     "n_neighbors": {"int": [1, 50]},
-    "max_chars": {"int": [50, 300], "step": 25},
+    "max_chars": {"int": [50, 150], "step": 25},
     "ngram_min": {"int": [1, 2]},
     "ngram_max": {"int": [1, 3]},
     "temperature": {"float": [0.0, 1.0]},
