@@ -103,7 +103,7 @@ def new_task_command() -> click.Command:
         help="Folder to create the package folder NAME in.",
     )
     def new_task(name: str, dest: Path) -> None:
-        """Write a pip-installable task package skeleton DEST/NAME (docs/tasks-publishing.md)."""
+        """Write a pip-installable task package skeleton DEST/NAME (docs/publishing-a-task.md)."""
         root = write_skeleton(name, dest)
         task_dir = root / "src" / _fields(name)["module"] / "task"
         click.echo(f"wrote {root}")
