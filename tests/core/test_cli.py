@@ -133,7 +133,7 @@ def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
     first = sia(*cmd)
     assert first.returncode == 0, first.stderr
     assert "backend scripted: chosen with --backend" in first.stderr
-    assert "sandbox process" in first.stderr
+    assert "sandbox bwrap" in first.stderr or "sandbox process" in first.stderr
     assert "run 7" in first.stdout  # the summary table
     # progress lines (not a terminal: plain lines on stderr)
     assert "run started: task tiny-add, task model scripted-echo" in first.stderr

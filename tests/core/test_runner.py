@@ -232,7 +232,13 @@ def test_env_is_clean_and_worker_dirs(
         "OPENAI_API_KEY",
         "SIA_GATEWAY_TOKEN",
         "EXTRA",
+        "PYTHONDONTWRITEBYTECODE",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
     }
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and int(env["OMP_NUM_THREADS"]) >= 1
     assert env["OPENAI_API_KEY"] == env["SIA_GATEWAY_TOKEN"] == gateway.tokens[0]
     assert env["OPENAI_BASE_URL"] == gateway.url and env["SIA_MODEL"] == "m"
     assert r.answer["cwd"] == r.answer["work"] == env["HOME"]

@@ -387,11 +387,13 @@ class _ItemRun:
             "--response-fd",
             "",  # filled below, once the pipe exists
         ]
+        # files, not their folders: a strict sandbox shows the worker nothing else of the
+        # generation folder (decisions, sealed/) or of sia_core (the tiny task's private labels)
         ro_paths = tuple(
             {
-                Path(spec.scaffold_path).resolve().parent,
+                Path(spec.scaffold_path).resolve(),
                 Path(spec.public_dir).resolve(),
-                HOST_PATH.parent,
+                HOST_PATH,
                 self.meta_dir.resolve(),
                 Path(sys.prefix),
                 Path(sys.base_prefix),

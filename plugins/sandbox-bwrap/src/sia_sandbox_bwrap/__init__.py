@@ -1,0 +1,1 @@
+"""bubblewrap sandbox plugin for sia (entry point ``sandbox-bwrap``)."""
