@@ -1,0 +1,274 @@
+"""The ``local`` executor: the training worker as a subprocess of the orchestrator.
+
+``run(job, on_progress)`` writes ``out_dir/job.json``, starts ``sys.executable -m
+sia_train.worker out_dir/job.json`` in its own session (so a kill reaches its whole process
+group) with ``PR_SET_PDEATHSIG`` (so it dies with the orchestrator), appends its stdout and
+stderr to ``out_dir/worker.log``, forwards its JSON progress lines to ``on_progress`` and returns
+the worker's ``result.json``. A crash, a nonzero exit, a timeout or a missing result is a
+``TrainResult(status="failed")`` whose ``error`` ends with the worker's last log lines; ``run``
+never raises for a failed job.
+
+Importing this module imports neither torch nor transformers: ``available()`` only looks them up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sia_core.records import TrainJob, TrainResult, from_dict, to_json
+
+log = logging.getLogger(__name__)
+
+#: what the worker imports; ``available()`` checks them without importing them
+WORKER_MODULES = ("torch", "transformers", "peft")
+RESULT_NAME = "result.json"
+JOB_NAME = "job.json"
+WORKER_LOG = "worker.log"
+_PR_SET_PDEATHSIG = 1
+_TAIL_LINES = 30
+_TAIL_CHARS = 4000
+
+#: quiet, offline-safe defaults for the worker's environment (the caller's values win)
+WORKER_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def missing_modules(modules: tuple[str, ...] = WORKER_MODULES) -> list[str]:
+    """The modules of ``modules`` that are not installed (found with ``find_spec``, not imported)."""
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return "did not finish"
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+def log_tail(path: Path, since: int = 0, lines: int = _TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``path`` written after byte ``since``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(since, size - _TAIL_CHARS * 4))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])[-_TAIL_CHARS:]
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn``: SIGKILL the child when the forking thread's process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def read_result(path: Path) -> TrainResult | None:
+    """The worker's ``result.json``, or ``None`` when missing or unreadable."""
+    try:
+        return from_dict(TrainResult, json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        if path.exists():
+            log.warning("unreadable %s: %s", path, exc)
+        return None
+    except Exception as exc:  # cattrs structuring errors
+        log.warning("unreadable %s: %s", path, exc)
+        return None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class LocalExecutor:
+    """Runs each training job in a local worker subprocess (CPU, or the local GPU if any).
+
+    ``timeout_s`` (or the job setting ``train_timeout_s``) bounds one job's wall-clock time;
+    ``env`` adds environment variables for the worker.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        python: str | None = None,
+        timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.python = python or sys.executable
+        self.timeout_s = timeout_s
+        self.env = dict(env or {})
+
+    def available(self) -> tuple[bool, str]:
+        """Whether torch, transformers and peft are installed (nothing is imported)."""
+        missing = missing_modules()
+        if missing:
+            return (
+                False,
+                f"{', '.join(missing)} not installed (pip install 'sia-train[torch]')",
+            )
+        return True, "torch, transformers and peft installed: trains in a local subprocess"
+
+    def run(self, job: TrainJob, on_progress: Callable[[dict[str, Any]], None]) -> TrainResult:
+        """Run ``job`` in a worker subprocess; a failed job comes back as ``status="failed"``."""
+        out = Path(job.out_dir)
+        log_path = out / WORKER_LOG
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            job_path = out / JOB_NAME
+            tmp = out / f".{JOB_NAME}.tmp"
+            tmp.write_text(to_json(job, indent=2), encoding="utf-8")
+            os.replace(tmp, job_path)
+            (out / RESULT_NAME).unlink(missing_ok=True)  # only this attempt's result counts
+            with open(log_path, "ab") as f:
+                since = f.tell()
+                f.write(f"=== sia-train worker, job {job.job_id}, {time.ctime()} ===\n".encode())
+        except OSError as exc:
+            return TrainResult(status="failed", error=f"cannot prepare {out}: {exc}")
+        timeout = job.settings.get("train_timeout_s", self.timeout_s)
+        env = {**os.environ, **WORKER_ENV, **self.env}
+        argv = [self.python, "-m", "sia_train.worker", str(job_path.resolve())]
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+        except OSError as exc:
+            return TrainResult(status="failed", log=str(log_path), error=f"cannot start: {exc}")
+        timed_out = threading.Event()
+        timer = None
+        if timeout:
+
+            def expire() -> None:
+                timed_out.set()
+                _kill_group(proc)
+
+            timer = threading.Timer(float(timeout), expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            self._pump(proc, log_path, on_progress)
+            rc = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._result(job, out, log_path, since, rc, timed_out.is_set(), timeout, start)
+
+    @staticmethod
+    def _pump(
+        proc: subprocess.Popen[bytes],
+        log_path: Path,
+        on_progress: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Copy the worker's output into its log; forward its progress lines."""
+        assert proc.stdout is not None
+        with open(log_path, "ab") as log_f:
+            for raw in proc.stdout:
+                log_f.write(raw)
+                log_f.flush()
+                line = raw.strip()
+                if not line.startswith(b"{"):
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and "event" in event:
+                    try:
+                        on_progress(event)
+                    except Exception:
+                        log.exception("on_progress failed on %s", event.get("event"))
+
+    @staticmethod
+    def _result(
+        job: TrainJob,
+        out: Path,
+        log_path: Path,
+        since: int,
+        rc: int | None,
+        timed_out: bool,
+        timeout: Any,
+        start: float,
+    ) -> TrainResult:
+        result = read_result(out / RESULT_NAME)
+        if rc == 0 and result is not None and result.status == "ok" and not timed_out:
+            return result
+        tail = log_tail(log_path, since)
+        if timed_out:
+            why = f"the training worker ran past train_timeout_s={timeout} and was killed"
+        elif result is not None and result.error:
+            why = result.error
+        else:
+            why = f"the training worker {describe_exit(rc)}"
+            if rc == 0:
+                why += f" without writing {RESULT_NAME}"
+        seconds = round(time.monotonic() - start, 2)
+        return TrainResult(
+            status="failed",
+            adapter=None,
+            log=str(log_path),
+            metrics={**(result.metrics if result else {}), "seconds": seconds, "returncode": rc},
+            error=f"{why}\n--- last lines of {log_path} ---\n{tail}" if tail else why,
+        )
+
+
+def make_local_executor() -> LocalExecutor:
+    """Factory named by the ``local`` :class:`~sia_core.records.ExecutorSpec`."""
+    return LocalExecutor()
