@@ -474,9 +474,9 @@ class Loop:
         executor = self._executor()
         task_model = self.backend.task_model()
         parent_adapter = self.adapter_for(decision.parent_gen)
+        # an earlier attempt's folder is kept: the worker resumes from its checkpoint when the
+        # job is the same, and clears anything else itself
         out = gdir / "adapter"
-        if out.exists():
-            shutil.rmtree(out)  # a half-finished earlier attempt
         job = TrainJob(
             job_id=f"run_{self.store.run_id}-gen_{gen}",
             algorithm=algorithm.name,
