@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from sia_core.records import TrainJob, TrainResult, from_dict
 from sia_train import executor as executor_mod
 from sia_train.executor import LocalExecutor
 from sia_train.model import DONE_MARKER, gguf_to_hf, resolve_base_model
+from sia_train.rollouts import _apply_stop
 from sia_train.worker import CHECKPOINT, prepare_out_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -187,6 +189,89 @@ def test_prepare_out_dir_resumes_a_matching_checkpoint_only(tmp_path: Path) -> N
     assert sorted(p.name for p in out.iterdir()) == ["job.json"]  # not the worker's: kept
 
 
+def test_stop_strings_cut_tokens_and_text() -> None:
+    class Letters:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return "".join(chr(97 + i) for i in ids)
+
+    ids, lps = [0, 1, 2, 3], [-0.1, -0.2, -0.3, -0.4]
+    assert _apply_stop(Letters(), ids, lps, "abcd", ["c", "zz"]) == ([0, 1, 2], lps[:3], "ab", True)
+    assert _apply_stop(Letters(), ids, lps, "abcd", ["x"]) == (ids, lps, "abcd", False)
+
+
+@pytest.mark.parametrize("agg", ["token", "sequence"])
+def test_micro_batches_give_the_whole_batch_update(agg: str) -> None:
+    """Packing calls into rollout rows and splitting them into micro-batches changes nothing:
+    one SGD step (lr 1) moves every LoRA weight as the single-batch step does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sia_rl_grpo.objective import make_objective
+    from sia_train.objective import Rollout
+    from sia_train.rollouts import CallRecord, RolloutSample
+    from sia_train.worker import policy_update
+
+    rng = random.Random(0)
+    samples = []
+    for r in range(6):
+        calls = []
+        for _ in range(0 if r == 2 else rng.randint(1, 2)):  # rollout 2 made no call
+            n = rng.randint(1, 5)
+            calls.append(
+                CallRecord(
+                    key="",
+                    prompt_ids=[rng.randint(1, 49) for _ in range(rng.randint(3, 9))],
+                    completion_ids=[rng.randint(1, 49) for _ in range(n)],
+                    old_logp=[-rng.uniform(2.0, 6.0) for _ in range(n)],
+                    text="",
+                    finish_reason="length",
+                )
+            )
+        rollout = Rollout(item_id="x", reward=rng.random())
+        samples.append(RolloutSample(rollout=rollout, source_id="x", status="ok", calls=calls))
+    advantages = [rng.uniform(-1, 1) for _ in samples]
+    objective = make_objective({"kl_coef": 0.1, "loss_agg": agg})
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+
+    def step(micro_batch_tokens: int) -> tuple[dict[str, Any], dict[str, float]]:
+        torch.manual_seed(1)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(LlamaForCausalLM(config), lora)
+        params = [p for p in model.parameters() if p.requires_grad]
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        stats = policy_update(
+            model=model,
+            objective=objective,
+            samples=samples,
+            advantages=advantages,
+            optimizer=torch.optim.SGD(params, lr=1.0),
+            temperature=0.7,
+            pad_token_id=0,
+            micro_batch_tokens=micro_batch_tokens,
+            max_grad_norm=None,
+        )
+        moved = {n: p.detach() - before[n] for n, p in model.named_parameters() if n in before}
+        return moved, stats
+
+    whole, whole_stats = step(10_000)
+    split, split_stats = step(12)  # about one rollout per micro-batch
+    assert whole_stats["tokens"] == split_stats["tokens"] == sum(s.n_tokens for s in samples)
+    assert any(float(d.abs().max()) > 1e-6 for d in whole.values())
+    for name, delta in whole.items():
+        assert torch.allclose(delta, split[name], atol=1e-6, rtol=1e-4), name
+    for key in ("loss", "pg_loss", "kl"):
+        assert math.isclose(whole_stats[key], split_stats[key], rel_tol=1e-4, abs_tol=1e-7), key
+
+
 # --------------------------------------------------------------------------------------------
 # GGUF -> HF conversion
 # --------------------------------------------------------------------------------------------
@@ -249,7 +334,9 @@ def test_grpo_two_steps_train_a_peft_adapter(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "adapter"
-    job = make_job(shaped_task, out, "grpo", steps=2, group_size=4, items_per_step=2)
+    job = make_job(
+        shaped_task, out, "grpo", steps=2, group_size=4, items_per_step=2, micro_batch_tokens=128
+    )
     events: list[dict[str, Any]] = []
     result = LocalExecutor().run(job, events.append)
     assert result.status == "ok", result.error
