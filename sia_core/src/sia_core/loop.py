@@ -18,6 +18,7 @@ import ast
 import difflib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -31,6 +32,22 @@ from . import __version__
 from .backend import AgentOutcome, Backend, BackendOptions, FeedbackRequest, MetaRequest
 from .errors import SiaError
 from .gateway import Budget, Gateway
+from .ledger import (
+    FREE_BACKENDS,
+    SPENDING_STEPS,
+    Ledger,
+    Pricer,
+    cap_reached,
+    caps_of,
+    describe_cap,
+    estimate,
+    read_entries,
+    run_cost,
+    step_entries,
+    step_seconds,
+    totals,
+    write_gen_cost,
+)
 from .plugins import SiaPluginManager, resolve
 from .policy import (
     LeverContext,
@@ -53,7 +70,7 @@ from .records import (
     to_dict,
 )
 from .runner import RunSpec, run_items, run_program, scaffold_kind
-from .runstore import SEALED, RunStore
+from .runstore import SEALED, DiskFullError, RunStore
 from .sandbox import Limits, Sandbox
 from .taskdir import Task, load_task
 from .training import DEFAULT_TRAIN_SETTINGS
@@ -81,16 +98,31 @@ class RunConfig:
     item_timeout_s: float | None = None
     max_calls_per_gen: int | None = None
     max_tokens_per_gen: int | None = None
-    max_run_tokens: int | None = None
+    max_run_tokens: int | None = None  # --max-tokens: the run's LLM tokens
+    max_usd: float | None = None  # --max-usd: the run's cost
+    max_train_seconds: float | None = None  # --max-train-seconds: training device-seconds
     test_eval: str = "final"  # every | final | none
     executor: str = "auto"
     train_settings: dict[str, Any] = attrs.field(factory=dict)
 
     def identity(self) -> dict[str, Any]:
-        """The fields a re-run of the same command must match (``max_gen`` may grow)."""
+        """The fields a re-run of the same command must match (``max_gen`` and caps may change)."""
         d = to_dict(self)
-        d.pop("max_gen")
+        for name in ("max_gen", *CAP_FIELDS):
+            d.pop(name)
         return d
+
+
+#: run-level caps: a resume may raise them (see ledger.CAPS)
+CAP_FIELDS = ("max_run_tokens", "max_usd", "max_train_seconds")
+
+
+class CapReached(Exception):
+    """A run cap was reached before a spending step: the run stops cleanly there."""
+
+    def __init__(self, gen: int, step: str, cap: dict[str, Any]) -> None:
+        super().__init__(cap["cap"])
+        self.gen, self.step, self.cap = gen, step, cap
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +138,9 @@ class GenRow:
     incumbent: bool
     status: str
     seconds: float
+    tokens: int = 0
+    cost_usd: float = 0.0
+    train_seconds: float = 0.0
 
 
 class RunLock:
@@ -169,6 +204,10 @@ class Loop:
         self.backend: Backend | None = None
         self.sandbox: Sandbox | None = None
         self.gateway: Gateway | None = None
+        self.ledger: Ledger | None = None
+        self.pricer: Pricer | None = None  # None: the models are free
+        self.estimate: dict[str, Any] | None = None
+        self._resume_seq = 0
 
     # -- events -------------------------------------------------------------------------------
 
@@ -213,8 +252,12 @@ class Loop:
     def _run_locked(self) -> list[GenRow]:
         cfg = self.config
         resumed = bool(self.store.events)
+        self._open_ledger()
         self._write_run_json("running")
+        # observers only (not in events.jsonl): where the run folder is, for reports and trackers
+        self._progress("run_opened", None, run_dir=str(self.store.root))
         stop_reason = ""
+        stopped_by_cap: dict[str, Any] | None = None
         try:
             self._open()
             assert self.backend is not None
@@ -227,54 +270,130 @@ class Loop:
                 trainable=bool(getattr(task_model, "trainable", False)),
                 sandbox=cfg.sandbox,
                 max_gen=cfg.max_gen,
+                run_dir=str(self.store.root),  # observers (trackers, report) find artifacts here
             )
+            self._estimate()
             for gen in range(1, cfg.max_gen + 1):
-                if self._done(gen, "gate"):
+                if any(e.type == "gen_finished" and e.gen == gen for e in self.store.events):
                     continue
-                if any(e.type == "run_stopped" for e in self.store.events):
-                    break
-                if not any(e.type == "gen_started" and e.gen == gen for e in self.store.events):
-                    self.emit("gen_started", gen)
-                decision = self._step(gen, "propose", self._propose)
-                if decision.lever == "stop":
-                    stop_reason = f"generation {gen}: the Feedback-Agent decided to stop"
-                    self.emit("run_stopped", gen, reason=stop_reason)
-                    break
-                if decision.lever in ("weights", "both"):
-                    self._step(gen, "train", self._train)
-                self._step(gen, "run", self._run_scaffold)
-                self._step(gen, "score", self._score)
-                self._step(gen, "gate", self._gate)
+                # gated but killed before gen_finished: finish it (and its budget check) now
+                if not self._done(gen, "gate"):
+                    if self._final_stop() is not None:
+                        break
+                    if not any(e.type == "gen_started" and e.gen == gen for e in self.store.events):
+                        self.emit("gen_started", gen)
+                    decision = self._step(gen, "propose", self._propose)
+                    if decision.lever == "stop":
+                        stop_reason = f"generation {gen}: the Feedback-Agent decided to stop"
+                        self.emit("run_stopped", gen, reason=stop_reason)
+                        break
+                    if decision.lever in ("weights", "both"):
+                        self._step(gen, "train", self._train)
+                    self._step(gen, "run", self._run_scaffold)
+                    self._step(gen, "score", self._score)
+                    self._step(gen, "gate", self._gate)
                 self.emit("gen_finished", gen, incumbent=self.incumbent_gen())
-                over = self._over_budget()
-                if over and gen < cfg.max_gen:
-                    stop_reason = over
-                    self.emit("run_stopped", gen, reason=over)
-                    break
             for gen in self.final_test_gens():
                 self._step(gen, "test", self._final_test)
+        except CapReached as cap:  # before a spending step: the run stops cleanly here
+            stop_reason = describe_cap(cap.cap, self.store.run_id, still=self._still_capped())
+            stopped_by_cap = cap.cap
+            self.emit("run_stopped", cap.gen, reason=stop_reason, step=cap.step, cap=cap.cap)
         except BaseException as exc:
-            self._write_run_json("failed", error=f"{type(exc).__name__}: {exc}")
-            self.emit("run_failed", error=f"{type(exc).__name__}: {exc}")
+            try:
+                self._write_run_json("failed", error=f"{type(exc).__name__}: {exc}")
+                self.emit("run_failed", error=f"{type(exc).__name__}: {exc}")
+            except (OSError, SiaError):
+                pass  # e.g. the disk is full: the first error is the one to report
+            if isinstance(exc, DiskFullError):
+                raise SiaError(
+                    f"{exc}; every finished step is kept: free some space, then "
+                    f"`sia resume {self.store.run_id}`"
+                ) from exc
             raise
         finally:
             self._close()
         if not stop_reason:
-            stopped = self.store.last("run_stopped")
+            stopped = self._final_stop()
             stop_reason = stopped.data["reason"] if stopped else ""
         status = "stopped" if stop_reason else "finished"
-        self._write_run_json(status, stop_reason=stop_reason)
+        extra: dict[str, Any] = {"stopped_by_cap": stopped_by_cap} if stopped_by_cap else {}
+        self._write_run_json(status, stop_reason=stop_reason, **extra)
         self.emit("run_finished", status=status, incumbent=self.incumbent_gen())
         return self.summary()
 
     def _step(self, gen: int, step: str, fn: Callable[[int], Any]) -> Any:
         if self._done(gen, step):
             return self._load_step(gen, step)
+        if step in SPENDING_STEPS:
+            self._check_caps(gen, step)
         self._progress("step_started", gen, step=step)
         t0 = time.monotonic()
         result, data = fn(gen)
-        self.emit("step_finished", gen, step=step, seconds=round(time.monotonic() - t0, 3), **data)
+        seconds = round(time.monotonic() - t0, 3)
+        if step in SPENDING_STEPS:
+            data = {**data, "cost": self._account(gen, step, data, seconds)}
+        self.emit("step_finished", gen, step=step, seconds=seconds, **data)
+        if self.ledger is not None:
+            write_gen_cost(self.store, self.ledger, gen)  # now with this step's wall time
         return result
+
+    # -- cost ledger and caps -------------------------------------------------------------------
+
+    def _final_stop(self) -> Event | None:
+        """The last ``run_stopped`` that no resume undoes (a stop decision, not a cap)."""
+        for e in reversed(self.store.events):
+            if e.type == "run_stopped" and not e.data.get("cap"):
+                return e
+        return None
+
+    def _still_capped(self) -> bool:
+        """Whether this resume stopped at a cap again before finishing any step."""
+        before, now = self.store.events[: self._resume_seq], self.store.events[self._resume_seq :]
+        last = [e for e in before if e.type in ("run_stopped", "step_finished")][-1:]
+        capped = bool(last) and last[0].type == "run_stopped" and bool(last[0].data.get("cap"))
+        return capped and not any(e.type == "step_finished" for e in now)
+
+    def _open_ledger(self) -> None:
+        """Rebuild the ledger from finished steps (a resumed run counts nothing twice)."""
+        self.ledger = Ledger.open(self.store)
+        self._resume_seq = len(self.store.events)
+        for gen, gdir in self.store.gen_dirs():
+            if (gdir / "decision.json").exists():
+                write_gen_cost(self.store, self.ledger, gen)
+
+    def _account(self, gen: int, step: str, data: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """Append a finished step's ledger lines; the step's totals."""
+        assert self.ledger is not None
+        meta_model = self.config.meta_model or getattr(self.backend, "meta_model", None)
+        entries = step_entries(
+            self.store, gen, step, data, seconds, pricer=self.pricer, meta_model=meta_model
+        )
+        self.ledger.add(entries)
+        write_gen_cost(self.store, self.ledger, gen)
+        return totals(entries)
+
+    def _check_caps(self, gen: int, step: str) -> None:
+        if self.ledger is None:
+            return
+        cap = cap_reached(self.config, self.ledger.totals())
+        if cap is not None:
+            raise CapReached(gen, step, cap)
+
+    def _estimate(self) -> None:
+        """A rough cost estimate for observers and run.json, when a model has a price."""
+        assert self.ledger is not None
+        meta_model = self.config.meta_model or getattr(self.backend, "meta_model", None)
+        self.estimate = estimate(
+            self.task,
+            self.config,
+            self.ledger,
+            pricer=self.pricer,
+            task_model=self.gateway_model_name(),
+            meta_model=meta_model,
+        )
+        if self.estimate is not None:
+            self._progress("cost_estimate", None, **self.estimate)
 
     def _load_step(self, gen: int, step: str) -> Any:
         if step == "propose":
@@ -299,7 +418,11 @@ class Loop:
         start = getattr(task_model, "start", None)
         if callable(start):
             start()  # a model server that cannot start fails the run now, not mid-generation
-        self.gateway = Gateway(task_model)
+        free = cfg.backend in FREE_BACKENDS or bool(getattr(task_model, "free", False))
+        self.pricer = None if free else Pricer()
+        if self.pricer is not None:
+            self.pricer.price(getattr(task_model, "name", None))  # a bad price file fails now
+        self.gateway = Gateway(task_model, pricer=self.pricer)
         self.gateway.start()
 
     def _close(self) -> None:
@@ -330,6 +453,8 @@ class Loop:
                         task_md=self.task.task_md,
                         reference_scaffold=reference,
                         sample_task_descriptions=self.task.sample_task_descriptions,
+                        public_dir=self.task.public_dir,
+                        try_scaffold=lambda code, n: self._try_scaffold(gen, code, n),
                     )
                 ),
                 fallback_text=reference,
@@ -359,6 +484,9 @@ class Loop:
                 lever_override=None if self.config.lever == "auto" else self.config.lever,
                 seed=self.config.seed,
                 direction=self.task.config.direction,
+                run_dir=self.store.root,
+                public_dir=self.task.public_dir,
+                try_scaffold=lambda code, n: self._try_scaffold(gen, code, n),
             )
             outcome = self._call_agent(
                 "feedback",
@@ -394,11 +522,73 @@ class Loop:
         self.store.write_text(gdir / "improvement.md", self._improvement_md(outcome, decision))
         self.store.write_json(gdir / "agent_transcript.json", list(outcome.transcript))
         self.store.write_json(gdir / "decision.json", decision)
-        return decision, {
+        data = {
             "lever": decision.lever,
             "parent_gen": parent_gen,
             "rl_algorithm": decision.rl_algorithm,
             "scaffold_sha256": sha256_text(text),
+        }
+        if outcome.usage:
+            data["agent_usage"] = dict(outcome.usage)  # the role's own calls, for the ledger
+        return decision, data
+
+    def _try_scaffold(self, gen: int, code: str, n_items: int) -> dict[str, Any]:
+        """Run a candidate scaffold on the first ``n_items`` public train items (for the agents).
+
+        Train labels are public, so the result shows them beside each answer. The calls go
+        through the run's gateway and sandbox; their usage is returned, not booked to a split.
+        """
+        assert self.gateway is not None and self.sandbox is not None
+        train = self.task.items("train")[: max(1, n_items)]
+        if not train:
+            return {"error": "this task has no train items to test on; only syntax was checked"}
+        trials = self.store.gen_dir(gen) / "trials"
+        k = len(list(trials.glob("trial_*"))) + 1 if trials.exists() else 1
+        tdir = trials / f"trial_{k}"
+        (tdir / "work").mkdir(parents=True, exist_ok=True)
+        scaffold = tdir / "target_agent.py"
+        scaffold.write_text(code, encoding="utf-8")
+        if scaffold_kind(scaffold) != "per_item":
+            return {"error": "a program-style scaffold (no solve) cannot be tried on a few items"}
+        self.gateway.begin(gen, Budget(max_calls=self.config.max_calls_per_gen))
+        spec = RunSpec(
+            scaffold_path=scaffold,
+            work_dir=tdir / "work",
+            public_dir=self.task.public_dir,
+            train_examples=tuple(self.task.train_examples()),
+            model_name=self.gateway_model_name(),
+            parallel=min(len(train), self.config.parallel or self.task.config.parallel),
+            item_timeout_s=self.config.item_timeout_s or self.task.config.item_timeout_s,
+            limits=Limits(),
+        )
+        results = run_items(spec, train, sandbox=self.sandbox, gateway=self.gateway)
+        labels = {e["id"]: e["label"] for e in self.task.train_examples()}
+        inputs = {i.id: i.input for i in train}
+        items = []
+        for r in results:
+            score = None
+            if self.task.config.kind == "per_item":
+                score = self.task.score_answer("train", r.item_id, r.answer)
+            items.append(
+                {
+                    "id": r.item_id,
+                    "input": inputs.get(r.item_id),
+                    "answer": r.answer,
+                    "label": labels.get(r.item_id),
+                    "score": score,
+                    "status": r.status,
+                    "error": (r.error or "")[:1500],
+                    "seconds": r.seconds,
+                    "trajectory": json.dumps(to_dict(r.trajectory), default=str)[:2000],
+                }
+            )
+        scores = [i["score"] for i in items if i["score"] is not None]
+        shutil.rmtree(tdir / "work", ignore_errors=True)
+        return {
+            "score": sum(scores) / len(train) if scores else None,
+            "n_items": len(train),
+            "items": items,
+            "usage": self.gateway.usage(),
         }
 
     def _call_agent(
@@ -821,19 +1011,6 @@ class Loop:
         p = self.store.root / rel
         return p.read_text(encoding="utf-8") if p.exists() else ""
 
-    def _over_budget(self) -> str:
-        cap = self.config.max_run_tokens
-        if cap is None:
-            return ""
-        used = 0
-        for _, gdir in self.store.gen_dirs():
-            if (gdir / "metrics.json").exists():
-                m = self.store.read_json(gdir / "metrics.json")
-                used += m.get("prompt_tokens", 0) + m.get("completion_tokens", 0)
-        if used >= cap:
-            return f"token budget reached: {used} tokens used of --max-run-tokens {cap}"
-        return ""
-
     def _write_run_json(self, status: str, **extra: Any) -> None:
         prev = self.store.read_json("run.json") if self.store.exists("run.json") else {}
         data = {
@@ -850,8 +1027,13 @@ class Loop:
             "updated": time.time(),
             "pid": os.getpid(),
             "incumbent": self.incumbent_gen(),
+            "caps": caps_of(self.config),
             **extra,
         }
+        if self.ledger is not None:
+            data["cost"] = run_cost(self.ledger, step_seconds(self.store))
+        if self.estimate is not None:
+            data["estimate"] = self.estimate
         self.store.write_json("run.json", data)
 
     def summary(self) -> list[GenRow]:
@@ -869,10 +1051,8 @@ def summarize(store: RunStore) -> list[GenRow]:
     incumbent = None
     for data in gates.values():
         incumbent = data["incumbent"]
-    seconds: dict[int, float] = {}
-    for e in store.events:
-        if e.type == "step_finished" and e.gen is not None:
-            seconds[e.gen] = seconds.get(e.gen, 0.0) + float(e.data.get("seconds", 0.0))
+    seconds = step_seconds(store)
+    entries = read_entries(store.root)
     rows = []
     for gen, gdir in store.gen_dirs():
         if not (gdir / "decision.json").exists():
@@ -895,6 +1075,17 @@ def summarize(store: RunStore) -> list[GenRow]:
                 incumbent=gen == incumbent,
                 status=status,
                 seconds=round(seconds.get(gen, 0.0), 2),
+                **_gen_cost(entries, gen),
             )
         )
     return rows
+
+
+def _gen_cost(entries: list[dict[str, Any]], gen: int) -> dict[str, Any]:
+    """A :class:`GenRow`'s cost fields from the run's ledger lines."""
+    tot = totals(e for e in entries if e.get("gen") == gen)
+    return {
+        "tokens": tot["tokens"],
+        "cost_usd": tot["cost_usd"],
+        "train_seconds": tot["train_device_seconds"],
+    }

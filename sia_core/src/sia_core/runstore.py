@@ -2,14 +2,24 @@
 
 ``events.jsonl`` is the source of truth: every step writes its artifacts first (atomically) and
 then appends its ``step_finished`` event, so a run killed at any point resumes from the last
-finished step. A line cut short by a crash is dropped on open.
+finished step. A line cut short by a crash is dropped on open, and so are the temporary files
+of a write a crash cut short. A full disk is a :class:`DiskFullError` naming the disk: the
+failed write leaves the old file (and an event log without a partial line) behind.
+
+``SIA_TEST_FAULT`` (for fault-injection tests only) SIGKILLs the process at an exact point:
+``kill-mid-write:SUFFIX`` (half of a file whose path ends with SUFFIX written to its temporary
+file), ``kill-before-rename:SUFFIX`` (its temporary file complete, not yet renamed) or
+``kill-mid-append:TYPE[:GEN[:STEP]]`` (half of that event's line appended to ``events.jsonl``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,22 +35,77 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # per-generation folder for test-split artifacts; never shown to agents
 
 
+TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what mkstemp makes in atomic_write_bytes
+
+
+class DiskFullError(SiaError):
+    """The disk holding the run folder is full (or over quota)."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        try:
+            free = f"{shutil.disk_usage(path.parent).free} bytes free"
+        except OSError:
+            free = "free space unknown"
+        super().__init__(
+            f"no space left on the disk holding {path.parent} ({free}; {exc.strerror}) while "
+            f"writing {path.name}"
+        )
+        self.path = path
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _fault(kind: str, key: str) -> bool:
+    """Whether ``SIA_TEST_FAULT`` asks to kill the process at this point (tests only)."""
+    spec = os.environ.get("SIA_TEST_FAULT")
+    if not spec or not spec.startswith(kind + ":"):
+        return False
+    want = spec[len(kind) + 1 :]
+    return key.endswith(want) if kind != "kill-mid-append" else (key + ":").startswith(want + ":")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if _disk_full(exc):
+            raise DiskFullError(path, exc) from exc
+        raise
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
         with os.fdopen(fd, "wb") as f:
+            if _fault("kill-mid-write", str(path)):
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+                _die()
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _fault("kill-before-rename", str(path)):
+            _die()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if _disk_full(exc):
+            raise DiskFullError(path, exc) from exc  # type: ignore[arg-type]
         raise
     _fsync_dir(path.parent)
 
@@ -100,7 +165,15 @@ class RunStore:
             root.mkdir(parents=True)
         store = cls(root, run_id)
         store._load_events()
+        store._remove_stale_temps()
         return store
+
+    def _remove_stale_temps(self) -> None:
+        """Delete the temporary files of atomic writes that a crash cut short."""
+        for folder in (self.root, *self.root.glob("gen_*"), *self.root.glob("gen_*/sealed")):
+            for p in folder.glob(".*.tmp"):
+                if TEMP_RE.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
 
     def _load_events(self) -> None:
         self.events = []
@@ -136,11 +209,31 @@ class RunStore:
             event = Event(
                 type=type, run_id=self.run_id, seq=len(self.events) + 1, gen=gen, data=to_dict(data)
             )
-            line = json.dumps(to_dict(event), ensure_ascii=False) + "\n"
-            with open(self.events_path, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            line = (json.dumps(to_dict(event), ensure_ascii=False) + "\n").encode("utf-8")
+            key = f"{type}:{gen}:{data.get('step', '')}"
+            try:
+                fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            except OSError as exc:
+                if _disk_full(exc):
+                    raise DiskFullError(self.events_path, exc) from exc
+                raise
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    if _fault("kill-mid-append", key):
+                        _write_all(fd, line[: len(line) // 2])
+                        os.fsync(fd)
+                        _die()
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                except BaseException as exc:
+                    # never leave a partial line that a later append would bury mid-file
+                    os.ftruncate(fd, size)
+                    if _disk_full(exc):
+                        raise DiskFullError(self.events_path, exc) from exc  # type: ignore[arg-type]
+                    raise
+            finally:
+                os.close(fd)
             self.events.append(event)
             return event
 
