@@ -106,7 +106,8 @@ def sia_on_event(event: Event) -> None:
     ``step_finished``, ``item_finished``, ``gen_finished``, ``run_finished``, ``run_failed``.
 
     :param event: the :class:`~sia_core.records.Event`, exactly as appended to ``events.jsonl``
-        (``item_finished`` progress events are not written there).
+        (``item_finished`` progress events are not written there). ``run_opened`` (observers
+        only, before ``run_started``/``run_resumed``) carries ``data["run_dir"]``, the run folder.
     """
 
 
