@@ -164,17 +164,39 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="When to score the sealed test split: after the run (first and best "
             "generation), every generation, or never. Report only; no decision reads it.",
         ),
-        click.option(
-            "--max-run-tokens",
-            "max_run_tokens",
-            type=click.IntRange(1),
-            default=None,
-            help="Stop before a new generation once the run used this many tokens.",
-        ),
+        *_cap_options(),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _cap_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """Run caps (docs/runs.md): checked before each spending step; a resume may raise them."""
+    return [
+        click.option(
+            "--max-usd",
+            "max_usd",
+            type=click.FloatRange(0, min_open=True),
+            default=None,
+            help="Stop once the run has cost this many US dollars (LLM calls, priced).",
+        ),
+        click.option(
+            "--max-tokens",
+            "--max-run-tokens",
+            "max_run_tokens",
+            type=click.IntRange(1),
+            default=None,
+            help="Stop once the run's LLM calls used this many tokens.",
+        ),
+        click.option(
+            "--max-train-seconds",
+            "max_train_seconds",
+            type=click.FloatRange(0, min_open=True),
+            default=None,
+            help="Stop once training jobs used this many device-seconds.",
+        ),
+    ]
 
 
 class SiaGroup(click.Group):
@@ -230,11 +252,13 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
         default=None,
         help="Raise the number of generations.",
     )
-    def resume_cmd(run_id: str, runs_dir: str, max_gen: int | None) -> None:
-        """Continue a killed or stopped-by-budget run from its last finished step."""
+    @_apply(_cap_options())
+    def resume_cmd(run_id: str, runs_dir: str, max_gen: int | None, **caps: Any) -> None:
+        """Continue a killed or stopped-by-cap run from its last finished step (a cap given
+        here replaces the stored one)."""
         from .runs import resume_run
 
-        resume_run(pm_factory(), Path(runs_dir), run_id, max_gen=max_gen)
+        resume_run(pm_factory(), Path(runs_dir), run_id, max_gen=max_gen, caps=caps)
 
     @cli.command("plugins")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -276,6 +300,19 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
 
         show_run(Path(runs_dir), run_id, gen, as_json)
 
+    @cli.command("compare")
+    @click.argument("run_a")
+    @click.argument("run_b")
+    @click.option(
+        "--runs-dir", "--runs_dir", "runs_dir", default=DEFAULT_RUNS_DIR, show_default=True
+    )
+    @click.option("--json", "as_json", is_flag=True)
+    def compare_cmd(run_a: str, run_b: str, runs_dir: str, as_json: bool) -> None:
+        """Two runs side by side: per generation lever, dev score, cost, time; sealed test."""
+        from .runs import compare_runs
+
+        compare_runs(Path(runs_dir), run_a, run_b, as_json)
+
     @cli.command("validate-task")
     @click.argument("task")
     def validate_cmd(task: str) -> None:
@@ -292,6 +329,19 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
     except Exception as exc:  # a plugin's command must not take the CLI down
         click.echo(f"sia: warning: a plugin failed to register commands: {exc}", err=True)
     return cli
+
+
+def _apply(
+    opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Apply click options in the order listed."""
+
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return deco
 
 
 def _start_run(pm: SiaPluginManager, **opts: Any) -> None:

@@ -31,6 +31,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Protocol
@@ -311,8 +312,11 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         budget: Budget = Budget(),
+        pricer: Callable[[str, int, int], float | None] | None = None,
     ) -> None:
         self._task_model = task_model
+        # USD of a call (model, prompt tokens, completion tokens) when the provider reports none
+        self._pricer = pricer
         self._host = host
         self._port = port
         self._default_budget = budget
@@ -588,12 +592,13 @@ class Gateway:
                     "total_tokens": prompt_tokens + completion_tokens,
                 },
             }
+        cost = _float(usage.get("cost")) or self._price(model, prompt_tokens, completion_tokens)
         call = ModelCall(
             completion=completion,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             latency_s=time.perf_counter() - t0,
-            cost_usd=_float(usage.get("cost")),
+            cost_usd=cost,
             **record,
         )
         self._record(epoch, call)
@@ -607,6 +612,16 @@ class Gateway:
         events = _sse_events(resp, completions=completions, include_usage=include_usage)
         sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         return _Reply(200, sse.encode(), "text/event-stream", (("Cache-Control", "no-cache"),))
+
+    def _price(self, model: TaskModel, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD of a call from the pricer (0 without one, for an unknown model, or on error)."""
+        if self._pricer is None:
+            return 0.0
+        try:
+            return float(self._pricer(model.name, prompt_tokens, completion_tokens) or 0.0)
+        except Exception:  # a price lookup must never fail a call
+            log.debug("pricing %s failed", model.name, exc_info=True)
+            return 0.0
 
     def _budget_refusal(self) -> str | None:
         """Why the next call is refused, or ``None``; caller holds the lock."""

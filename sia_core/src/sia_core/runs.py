@@ -11,7 +11,9 @@ from typing import Any
 import attrs
 import click
 
+from . import hookimpl
 from .errors import SiaError
+from .ledger import fmt_usd, read_entries, totals
 from .plugins import Registry, SiaPluginManager
 from .records import to_dict
 from .runstore import SEALED, RunStore, list_runs, next_run_id
@@ -142,6 +144,8 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
         max_calls_per_gen=opts["max_calls_per_gen"],
         max_tokens_per_gen=opts["max_tokens_per_gen"],
         max_run_tokens=opts["max_run_tokens"],
+        max_usd=opts["max_usd"],
+        max_train_seconds=opts["max_train_seconds"],
         test_eval=opts["test_eval"],
         executor=opts["executor"],
         train_settings=_train_settings(opts["train_opts"]),
@@ -158,23 +162,51 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
             )
         if opts["max_gen"] is None:
             config = attrs.evolve(config, max_gen=old.max_gen)
+        config = _keep_caps(config, old)
         click.echo(f"sia: run {run_id} exists with the same settings: resuming it", err=True)
     store = RunStore.open(runs_dir, run_id, create=True)
     _header(pm, config, store, backend_why, sandbox_why)
     _drive(pm, config, store, task)
 
 
-def resume_run(pm: SiaPluginManager, runs_dir: Path, run_id: str, *, max_gen: int | None) -> None:
+def resume_run(
+    pm: SiaPluginManager,
+    runs_dir: Path,
+    run_id: str,
+    *,
+    max_gen: int | None,
+    caps: dict[str, Any] | None = None,
+) -> None:
     from .loop import RunConfig
 
-    store = RunStore.open(runs_dir, run_id)
+    store = _open_run(runs_dir, run_id)
     if not store.exists("run.json"):
         raise SiaError(f"run {run_id} has no run.json; it never started and cannot be resumed")
     config = RunConfig(**_config_fields(store.read_json("run.json")))
     if max_gen is not None:
         config = attrs.evolve(config, max_gen=max_gen)
+    given = {k: v for k, v in (caps or {}).items() if v is not None}
+    if given:
+        config = attrs.evolve(config, **given)
     _header(pm, config, store, "from run.json", "from run.json")
     _drive(pm, config, store)
+
+
+def _keep_caps(config: Any, old: Any) -> Any:
+    """A re-run keeps the stored caps it does not give anew (as ``sia resume`` does)."""
+    from .loop import CAP_FIELDS
+
+    keep = {f: getattr(old, f) for f in CAP_FIELDS if getattr(config, f) is None}
+    return attrs.evolve(config, **keep)
+
+
+def _open_run(runs_dir: Path, run_id: str) -> RunStore:
+    """Open an existing run; an unknown id is one line listing the runs there are."""
+    if not RunStore.path_for(Path(runs_dir).resolve(), run_id).is_dir():
+        known = list_runs(Path(runs_dir))
+        there = f"runs there: {', '.join(known)}" if known else "there are no runs there"
+        raise SiaError(f"no run {run_id!r} in {runs_dir} ({there})")
+    return RunStore.open(runs_dir, run_id)
 
 
 def _config_fields(run_json: dict[str, Any]) -> dict[str, Any]:
@@ -205,13 +237,25 @@ def _drive(pm: SiaPluginManager, config: Any, store: RunStore, task: Any = None)
 
     observer = make_progress()
     pm.register_object(observer, "sia-progress")
+    pm.register_object(_CostLines(), "sia-cost-lines")
     try:
         rows = Loop(config, store, pm, task=task).run()
     finally:
         if hasattr(observer, "close"):
             observer.close()
         pm.unregister_object("sia-progress")
+        pm.unregister_object("sia-cost-lines")
     _print_summary(store.run_id, rows)
+
+
+class _CostLines:
+    """Prints the cost estimate before a run starts (only when a model has a price)."""
+
+    @hookimpl
+    def sia_on_event(self, event: Any) -> None:
+        if event.type == "cost_estimate":
+            d = event.data
+            click.echo(f"sia: cost estimate ~{fmt_usd(d.get('usd'))}: {d.get('basis')}", err=True)
 
 
 def _fmt(x: float | None) -> str:
@@ -219,11 +263,13 @@ def _fmt(x: float | None) -> str:
 
 
 def _print_summary(run_id: str, rows: list[Any]) -> None:
+    """The per-generation table; cost and training columns only when a run has them."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"run {run_id}")
-    for col in (
+    has_cost = any(getattr(r, "cost_usd", 0.0) for r in rows)
+    has_train = any(getattr(r, "train_seconds", 0.0) for r in rows)
+    columns = [
         "gen",
         "parent",
         "lever",
@@ -233,10 +279,14 @@ def _print_summary(run_id: str, rows: list[Any]) -> None:
         "best",
         "status",
         "time s",
-    ):
+        "tokens",
+    ]
+    columns += ["cost $"] * has_cost + ["train s"] * has_train
+    table = Table(title=f"run {run_id}")
+    for col in columns:
         table.add_column(col)
     for r in rows:
-        table.add_row(
+        cells = [
             str(r.gen),
             str(r.parent if r.parent is not None else "-"),
             r.lever,
@@ -246,8 +296,14 @@ def _print_summary(run_id: str, rows: list[Any]) -> None:
             "*" if r.incumbent else "",
             r.status,
             f"{r.seconds:.1f}",
-        )
-    Console(stderr=False).print(table)
+            str(getattr(r, "tokens", 0)),
+        ]
+        cells += [_fmt_cost(r.cost_usd)] * has_cost + [f"{r.train_seconds:.1f}"] * has_train
+        table.add_row(*cells)
+    console = Console(stderr=False)
+    if not console.is_terminal:
+        console = Console(stderr=False, width=max(console.width, 132))
+    console.print(table)
 
 
 # -- listing ----------------------------------------------------------------------------------
@@ -310,9 +366,10 @@ def tasks_table(pm: SiaPluginManager, as_json: bool) -> None:
 
 def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
     """A run's status and per-generation rows, as ``sia runs`` / ``sia show`` print them."""
+    from .ledger import step_seconds
     from .loop import summarize
 
-    store = RunStore.open(runs_dir, run_id)
+    store = _open_run(runs_dir, run_id)
     info = store.read_json("run.json") if store.exists("run.json") else {}
     status = info.get("status", "unknown")
     if status == "running" and not _pid_alive(info.get("pid")):
@@ -329,8 +386,36 @@ def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
         "max_gen": info.get("config", {}).get("max_gen"),
         "best_gen": best.gen if best else None,
         "best_dev": best.dev if best else None,
+        **_cost_columns(store, step_seconds(store)),
+        "stopped_by_cap": info.get("stopped_by_cap"),
         "gens": [to_dict(attrs.asdict(r)) for r in rows],
     }
+
+
+def _cost_columns(store: RunStore, seconds: dict[int, float]) -> dict[str, Any]:
+    """A run's cost, tokens, training and wall seconds, from its ledger and events."""
+    tot = totals(read_entries(store.root))
+    return {
+        "cost_usd": tot["cost_usd"],
+        "tokens": tot["tokens"],
+        "llm_calls": tot["llm_calls"],
+        "train_seconds": tot["train_device_seconds"],
+        "wall_seconds": round(sum(seconds.values()), 2),
+    }
+
+
+def _fmt_cost(x: float | None) -> str:
+    return "-" if x is None else fmt_usd(x).removeprefix("$")
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -364,9 +449,15 @@ def runs_table(runs_dir: Path, as_json: bool) -> None:
             if r.get("best_gen")
             else "no score yet"
         )
+        cost = (
+            f"  cost {fmt_usd(r.get('cost_usd'))} tokens {r.get('tokens', 0)} "
+            f"train {_fmt_seconds(r.get('train_seconds'))} time {_fmt_seconds(r.get('wall_seconds'))}"
+            if "cost_usd" in r
+            else ""
+        )
         click.echo(
             f"run {r['run_id']:>4}  {r.get('task') or '?':20} {r['status']:11} "
-            f"gens {r.get('generations', 0)}/{r.get('max_gen') or '?'}  {best}"
+            f"gens {r.get('generations', 0)}/{r.get('max_gen') or '?'}  {best}{cost}"
         )
 
 
@@ -380,16 +471,21 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
             f"run {run_id}: task {ov['task']}, {ov['status']}"
             + (f" ({ov['stop_reason']})" if ov["stop_reason"] else "")
         )
+        click.echo(
+            f"cost {fmt_usd(ov['cost_usd'])}, {ov['tokens']} tokens in {ov['llm_calls']} LLM "
+            f"calls, training {ov['train_seconds']:.1f} device-s, wall time "
+            f"{_fmt_seconds(ov['wall_seconds'])}"
+        )
         from .loop import GenRow
 
         _print_summary(run_id, [GenRow(**g) for g in ov["gens"]])
         return
-    store = RunStore.open(runs_dir, run_id)
+    store = _open_run(runs_dir, run_id)
     gdir = store.gen_dir(gen)
     if not gdir.exists():
         raise SiaError(f"run {run_id} has no generation {gen}")
     detail: dict[str, Any] = {"run_id": run_id, "gen": gen}
-    for name in ("decision.json", "metrics.json"):
+    for name in ("decision.json", "metrics.json", "cost.json"):
         if (gdir / name).exists():
             detail[name.removesuffix(".json")] = store.read_json(gdir / name)
     if (gdir / SEALED / "metrics_test.json").exists():
@@ -415,6 +511,12 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
         )
     if "test" in detail:
         click.echo(f"  test (sealed, report only) {detail['test']['score']:.4f}")
+    if "cost" in detail:
+        c = detail["cost"]
+        click.echo(
+            f"  cost {fmt_usd(c['cost_usd'])}: {c['tokens']} tokens in {c['llm_calls']} LLM calls, "
+            f"training {c['train_device_seconds']:.1f} device-s, {c['wall_seconds']:.1f}s wall"
+        )
     click.echo("\n" + detail.get("improvement.md", ""))
     click.echo(detail.get("diff.patch", ""))
 
@@ -433,3 +535,107 @@ def validate_task_cmd(pm: SiaPluginManager, task: str) -> None:
     for p in problems:
         click.echo(f"{path / p.file if p.file != '.' else path}: {p.message}")
     raise SiaError(f"{len(problems)} problem(s) in task {task}")
+
+
+# -- comparing --------------------------------------------------------------------------------
+
+
+def compare_runs(runs_dir: Path, run_a: str, run_b: str, as_json: bool) -> None:
+    """``sia compare A B``: per generation lever, dev, cost, time; sealed test; a summary."""
+    a, b = run_overview(runs_dir, run_a), run_overview(runs_dir, run_b)
+    data = compare_data(a, b)
+    if as_json:
+        _echo_json(data)
+        return
+    from rich.console import Console
+
+    console = Console()
+    header = ["gen"]
+    for ov in (a, b):
+        header += [f"run {ov['run_id']} {col}" for col in ("lever", "dev", "cost $", "time")]
+    rows = []
+    for row in data["generations"]:
+        cells = [str(row["gen"])]
+        for side in ("a", "b"):
+            g = row[side]
+            if g is None:
+                cells += ["", "", "", ""]
+                continue
+            mark = "*" if g["incumbent"] else ""
+            cells += [
+                g["lever"] + (f" ({g['rl_algorithm']})" if g.get("rl_algorithm") else ""),
+                _fmt(g["dev"]) + mark,
+                _fmt_cost(g["cost_usd"]),
+                _fmt_seconds(g["seconds"]),
+            ]
+        rows.append(cells)
+    tests = [
+        f"run {ov['run_id']}: "
+        + (", ".join(f"gen {g}: {s:.4f}" for g, s in data[side]["test"].items()) or "not scored")
+        for side, ov in (("a", a), ("b", b))
+    ]
+    if console.is_terminal:
+        from rich.table import Table
+
+        table = Table(title=f"run {a['run_id']} vs run {b['run_id']} (* incumbent)")
+        for col in header:
+            table.add_column(col)
+        for cells in rows:
+            table.add_row(*cells)
+        console.print(table)
+    else:
+        click.echo("\t".join(header))
+        for cells in rows:
+            click.echo("\t".join(cells))
+    click.echo("sealed test (report only): " + "; ".join(tests))
+    click.echo(data["summary"])
+
+
+def compare_data(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two :func:`run_overview` results side by side, with a one-line summary."""
+    by_gen = [{g["gen"]: g for g in ov["gens"]} for ov in (a, b)]
+    gens = sorted(set(by_gen[0]) | set(by_gen[1]))
+    keep = ("gen", "lever", "rl_algorithm", "dev", "incumbent", "status", "seconds")
+    cost = ("cost_usd", "tokens", "train_seconds")
+
+    def gen_row(g: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if g is None else {k: g.get(k) for k in (*keep, *cost)}
+
+    def side(ov: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "run_id": ov["run_id"],
+            "task": ov["task"],
+            "status": ov["status"],
+            "best_gen": ov["best_gen"],
+            "best_dev": ov["best_dev"],
+            "levers": [g["lever"] for g in ov["gens"]],
+            "test": {str(g["gen"]): g["test"] for g in ov["gens"] if g.get("test") is not None},
+            **{k: ov[k] for k in ("cost_usd", "tokens", "llm_calls", "train_seconds")},
+            "wall_seconds": ov["wall_seconds"],
+        }
+
+    sa, sb = side(a), side(b)
+    return {
+        "a": sa,
+        "b": sb,
+        "generations": [
+            {"gen": g, "a": gen_row(by_gen[0].get(g)), "b": gen_row(by_gen[1].get(g))} for g in gens
+        ],
+        "summary": _summary_line(sa, sb),
+    }
+
+
+def _summary_line(a: dict[str, Any], b: dict[str, Any]) -> str:
+    def best(s: dict[str, Any]) -> str:
+        return f"{_fmt(s['best_dev'])} (gen {s['best_gen']})" if s["best_gen"] else "-"
+
+    delta = ""
+    if a["best_dev"] is not None and b["best_dev"] is not None:
+        delta = f", {b['best_dev'] - a['best_dev']:+.4f}"
+    same_task = "" if a["task"] == b["task"] else f" (different tasks: {a['task']}, {b['task']})"
+    return (
+        f"run {b['run_id']} vs run {a['run_id']}{same_task}: best dev {best(b)} vs {best(a)}"
+        f"{delta}; cost {fmt_usd(b['cost_usd'])} vs {fmt_usd(a['cost_usd'])}; "
+        f"time {_fmt_seconds(b['wall_seconds'])} vs {_fmt_seconds(a['wall_seconds'])}; "
+        f"{len(b['levers'])} vs {len(a['levers'])} generations"
+    )
