@@ -33,7 +33,7 @@ th { background: var(--soft); } td.num { text-align: right; font-variant-numeric
 .status.interrupted { background: #fed7d7; } .status.stopped { background: #feebc8; }
 .lever { display: inline-block; padding: 1px 8px; border-radius: 4px; color: #fff; font-size: 12px; }
 .timeline { display: flex; gap: 8px; flex-wrap: wrap; margin: 8px 0; }
-.tl { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; width: 250px;
+.tl { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; width: 260px;
   background: var(--soft); font-size: 12.5px; } .tl h4 { margin: 0 0 4px; font-size: 14px; }
 .tl.incumbent { border: 2px solid #d69e2e; } .tl .why { color: var(--muted); }
 .tl table { font-size: 11.5px; margin: 4px 0; } .tl td, .tl th { padding: 1px 4px; }
@@ -165,6 +165,9 @@ def score_chart(run: RunInfo) -> str:
         x_label="generation",
         y_label="score",
         y_range=(0.0, 1.0) if all(0 <= p.y <= 1 for s in series for p in s.points) else None,
+        x_range=(0.6, max_gen + 0.4)
+        if isinstance(max_gen := run.config.get("max_gen"), int)
+        else None,
         css="chart score-chart",
     )
 
@@ -231,21 +234,34 @@ def lineage_svg(run: RunInfo) -> str:
 
 
 def _fits_table(g: GenInfo) -> str:
+    """Every candidate objective's fit; the chosen one's reason shown, the others' folded."""
     if not g.algorithm_fits:
         return ""
-    rows = []
-    for f in sorted(g.algorithm_fits, key=lambda f: -float(f.get("score") or 0)):
-        chosen = f.get("name") == g.rl_algorithm
+    rows, why = [], ""
+    for f in sorted(g.algorithm_fits, key=lambda f: -(as_num(f.get("score")) or 0.0)):
+        name, reason = str(f.get("name")), str(f.get("reason") or "")
+        chosen = name == g.rl_algorithm
+        if chosen:
+            why = reason
         rows.append(
-            f'<tr class="{"chosen" if chosen else ""}"><td>{escape(str(f.get("name")))}</td>'
-            f'<td class="num">{escape(_f(f.get("score"), 2) if isinstance(f.get("score"), int | float) else str(f.get("score")))}</td>'
-            f"<td>{escape(str(f.get('reason') or ''))}</td></tr>"
+            f'<tr class="{"chosen" if chosen else ""}" title="{escape(reason)}">'
+            f"<td>{escape(name)}</td><td class='num'>{_f(as_num(f.get('score')), 2)}</td></tr>"
         )
-    return (
-        "<table><thead><tr><th>objective</th><th>fit</th><th>why</th></tr></thead><tbody>"
+    others = "".join(
+        f"<li><b>{escape(str(f.get('name')))}</b>: {escape(str(f.get('reason') or ''))}</li>"
+        for f in g.algorithm_fits
+        if f.get("name") != g.rl_algorithm
+    )
+    out = (
+        "<table class='fits'><thead><tr><th>objective</th><th>fit</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
+    if why:
+        out += f"<div class='small'>chosen because: {escape(why)}</div>"
+    if others:
+        out += f"<details class='small'><summary>the others</summary><ul>{others}</ul></details>"
+    return out
 
 
 REWARD_FIELDS = (
@@ -279,7 +295,9 @@ def lever_timeline(run: RunInfo) -> str:
         parts = [
             f'<div class="tl{inc}" data-gen="{g.gen}" data-lever="{escape(g.lever or "")}">',
             f"<h4>gen {g.gen} {_lever(g.lever)} {_status(g.status)}</h4>",
-            f'<div class="small">from gen {g.parent if g.parent is not None else "–"} · '
+            '<div class="small">'
+            + (f"from gen {g.parent}" if g.parent is not None else "first generation")
+            + " · "
             f"decided by {escape(g.source or '?')}"
             + (
                 f" · proposed {escape(g.proposed_lever)}"
@@ -480,7 +498,13 @@ def train_charts(g: GenInfo, t: TrainInfo) -> str:
             )
         return Series(name=name, points=pts, color=color, band=band, css=key)
 
-    kw: dict[str, Any] = {"x_label": "step", "width": 480, "height": 230}
+    total = as_int(t.settings.get("steps"))
+    kw: dict[str, Any] = {
+        "x_label": "step",
+        "width": 480,
+        "height": 230,
+        "x_range": (0.6, total + 0.4) if total else None,
+    }
     return (
         f'<div class="train-charts" data-gen="{g.gen}">'
         + chart(
@@ -521,7 +545,8 @@ def training_section(run: RunInfo) -> str:
         facts = []
         if t.executor:
             facts.append(f"executor {t.executor}")
-        facts.append(f"{len(t.steps)} step(s) logged")
+        total = as_int(t.settings.get("steps"))
+        facts.append(f"{len(t.steps)}" + (f" of {total}" if total else "") + " step(s) logged")
         for key in (
             "reward_first",
             "reward_last",
@@ -594,7 +619,7 @@ def generations_section(run: RunInfo) -> str:
             parts.append(f"<p class='warn'>missing artifacts: {escape(', '.join(g.missing))}</p>")
         if g.gate_reason:
             parts.append(f"<p class='small'>gate: {escape(g.gate_reason)}</p>")
-        if g.notes:
+        if g.notes and g.improvement is None:
             parts.append(
                 "<ul class='small'>" + "".join(f"<li>{escape(n)}</li>" for n in g.notes) + "</ul>"
             )

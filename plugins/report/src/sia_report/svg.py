@@ -74,6 +74,7 @@ def chart(
     width: int = 640,
     height: int = 280,
     y_range: tuple[float, float] | None = None,
+    x_range: tuple[float, float] | None = None,
     integer_x: bool = True,
     css: str = "chart",
 ) -> str:
@@ -95,6 +96,8 @@ def chart(
     xs = [p.x for p in pts] + [b[0] for b in band]
     ys = [p.y for p in pts] + [v for b in band for v in b[1:]]
     x0, x1 = min(xs), max(xs)
+    if x_range is not None:
+        x0, x1 = min(x0, x_range[0]), max(x1, x_range[1])
     if x0 == x1:
         x0, x1 = x0 - 1, x1 + 1
     if y_range is not None:
