@@ -8,6 +8,7 @@ should send the scaffold's LLM calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,13 @@ class BackendOptions:
     settings: dict[str, Any] = attrs.field(factory=dict)  # backend-specific, e.g. a script path
 
 
+#: ``try_scaffold(code, n_items)`` runs a candidate scaffold on the first ``n_items`` PUBLIC train
+#: items in the run's sandbox, through the gateway, and returns ``{"score", "n_items", "items":
+#: [{"id", "input", "answer", "label", "score", "status", "error"}], "usage"}`` (train labels
+#: are public). The loop supplies it; agents use it to check a scaffold before committing to it.
+TryScaffold = Callable[[str, int], dict[str, Any]]
+
+
 @attrs.frozen(kw_only=True)
 class MetaRequest:
     """Inputs of the Meta-Agent (generation 1)."""
@@ -37,6 +45,8 @@ class MetaRequest:
     task_md: str
     reference_scaffold: str
     sample_task_descriptions: str = ""
+    public_dir: Path | None = None  # the task's data/public (agent-readable)
+    try_scaffold: TryScaffold | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +73,9 @@ class FeedbackRequest:
     lever_override: str | None = None
     seed: int = 0
     direction: str = "maximize"  # of the task's metric
+    run_dir: Path | None = None  # the run folder (default: the parent generation's parent)
+    public_dir: Path | None = None  # the task's data/public (agent-readable)
+    try_scaffold: TryScaffold | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
