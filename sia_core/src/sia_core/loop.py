@@ -270,7 +270,6 @@ class Loop:
                 trainable=bool(getattr(task_model, "trainable", False)),
                 sandbox=cfg.sandbox,
                 max_gen=cfg.max_gen,
-                run_dir=str(self.store.root),  # observers (trackers, report) find artifacts here
             )
             self._estimate()
             for gen in range(1, cfg.max_gen + 1):
@@ -502,13 +501,18 @@ class Loop:
         if decision.lever == "weights" and text != parent_text:
             notes.append("the scaffold stays frozen for a weights generation; its edit was dropped")
             text = parent_text
+        problem = "is empty" if not text.strip() else ""
         try:
             ast.parse(text)
         except SyntaxError as exc:
+            problem = problem or f"has a syntax error (line {exc.lineno}: {exc.msg})"
+        except ValueError as exc:  # e.g. null bytes
+            problem = f"cannot be parsed ({exc})"
+        if problem:
             (gdir / "rejected_target_agent.py").write_text(text, encoding="utf-8")
             notes.append(
-                f"the proposed scaffold has a syntax error (line {exc.lineno}: {exc.msg}); "
-                "kept the parent's (saved as rejected_target_agent.py)"
+                f"the proposed scaffold {problem}; kept the parent's "
+                "(saved as rejected_target_agent.py)"
             )
             text = parent_text
         if text == parent_text and decision.lever == "harness" and gen > 1:
@@ -691,11 +695,16 @@ class Loop:
                 error=f"the executor reported no adapter at {result.adapter}",
             )
         self.store.write_json(gdir / "train_result.json", result)
+        # the adapter this generation will serve (adapter_for(gen) only knows it once the step
+        # is recorded as finished): the new one, or the parent's after a failed job
+        served = parent_adapter
+        if result.status == "ok" and result.adapter:
+            served = str(Path(result.adapter).resolve().relative_to(self.store.root.resolve()))
         return None, {
             "status": result.status,
             "algorithm": algorithm.name,
             "executor": executor.name,
-            "adapter": self.adapter_for(gen),
+            "adapter": served,
             "error": result.error,
         }
 

@@ -10,6 +10,13 @@ Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/complet
 with ``stream: true``, sent as real server-sent events over chunked transfer encoding and ending
 with ``data: [DONE]``). ``usage`` counts whitespace-separated words. The stub can be told to fail
 the next N calls with a status (:meth:`OpenAIStub.fail_next`) or to answer slowly (``delay_s``).
+
+``fault`` picks a fault per request, so faults follow the request's content (deterministic for
+a resumed run): a function from the request body (chat shape) to ``None`` (answer normally) or
+one of :data:`FAULTS`::
+
+    OpenAIStub(fault=lambda body: "status:429" if "95 + 80" in echo_last_user(body) else None)
+
 Only the standard library is used.
 """
 
@@ -27,10 +34,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["OpenAIStub", "Reply", "count_tokens", "echo_last_user", "message_text"]
+__all__ = [
+    "FAULTS",
+    "Fault",
+    "OpenAIStub",
+    "Reply",
+    "count_tokens",
+    "echo_last_user",
+    "message_text",
+]
 
 #: a reply function: the request body (chat shape) in, the assistant's text out
 Reply = Callable[[dict[str, Any]], str]
+
+#: a fault function: the request body (chat shape) in, a fault of FAULTS (or None) out
+Fault = Callable[[dict[str, Any]], str | None]
+
+#: the faults a ``fault`` function may name
+FAULTS = {
+    "hang": "answer only after hang_s seconds (a client with a shorter timeout gives up)",
+    "drop": "close the connection without answering",
+    "garbage": "200 with an HTML body that is not JSON (a proxy's error page)",
+    "empty": "a normal completion whose content is the empty string",
+    "null": "a normal completion whose content is null (no stream)",
+    "status:NNN": "an OpenAI error body with HTTP status NNN (429 also sends Retry-After)",
+}
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 
@@ -146,6 +174,13 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def send_raw(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def send_sse(self, events: Iterable[dict[str, Any]]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -167,6 +202,8 @@ class OpenAIStub:
     ``reply`` maps the request body to the assistant's text (default: echo the last user message).
     ``api_key``, when set, is required as ``Authorization: Bearer <api_key>`` (else 401).
     ``delay_s`` (settable at any time) is slept before every completion is answered.
+    ``fault`` names a fault per request (see :data:`FAULTS`); ``hang_s`` is how long "hang" waits
+    (cut short by :meth:`stop`).
     """
 
     def __init__(
@@ -178,8 +215,14 @@ class OpenAIStub:
         port: int = 0,
         api_key: str | None = None,
         delay_s: float = 0.0,
+        fault: Fault | None = None,
+        hang_s: float = 30.0,
     ) -> None:
         self.reply: Reply = reply or echo_last_user
+        self.fault = fault
+        self.hang_s = hang_s
+        self._stopping = threading.Event()
+        self._faults: list[tuple[int, str]] = []
         self.model = model
         self.api_key = api_key
         self.delay_s = delay_s
@@ -213,6 +256,7 @@ class OpenAIStub:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         server.server_close()
         self._close_sockets(server)
@@ -258,6 +302,12 @@ class OpenAIStub:
         """The bodies of every completion request received, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def faults(self) -> list[tuple[int, str]]:
+        """``(request number, fault)`` for every fault served, in arrival order."""
+        with self._lock:
+            return list(self._faults)
 
     @property
     def n_connections(self) -> int:
@@ -335,17 +385,69 @@ class OpenAIStub:
         if failing:
             handler.send_json(status, _error_body(status, message))
             return
-        self._answer(handler, body, seq, chat)
+        chat_body = (
+            body if chat else {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
+        )
+        fault = self.fault(chat_body) if self.fault is not None else None
+        if fault is None:
+            self._answer(handler, body, seq, chat)
+            return
+        with self._lock:
+            self._faults.append((seq, fault))
+        self._inject(handler, fault, body, seq, chat)
 
-    def _answer(self, handler: _StubHandler, body: dict[str, Any], seq: int, chat: bool) -> None:
+    def _inject(
+        self, handler: _StubHandler, fault: str, body: dict[str, Any], seq: int, chat: bool
+    ) -> None:
+        if fault == "hang":
+            self._stopping.wait(self.hang_s)
+            self._answer(handler, body, seq, chat)
+        elif fault == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        elif fault == "garbage":
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            handler.send_raw(200, page, "text/html")
+        elif fault in ("empty", "null"):
+            self._answer(handler, body, seq, chat, text="", null=fault == "null")
+        elif fault.startswith("status:") and fault[7:].isdigit():
+            status = int(fault[7:])
+            data = json.dumps(_error_body(status, f"stub: injected {fault}")).encode()
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            if status == 429:
+                handler.send_header("Retry-After", "1")
+            handler.end_headers()
+            handler.wfile.write(data)
+        else:
+            raise ValueError(f"unknown stub fault {fault!r}; choose one of: {', '.join(FAULTS)}")
+
+    def _answer(
+        self,
+        handler: _StubHandler,
+        body: dict[str, Any],
+        seq: int,
+        chat: bool,
+        *,
+        text: str | None = None,
+        null: bool = False,
+    ) -> None:
+        """Answer ``body``; ``text`` replaces the reply; ``null`` sends ``content: null``."""
         if chat:
             prompt_tokens = sum(
                 count_tokens(message_text(m)) for m in body["messages"] if isinstance(m, dict)
             )
-            text = self.reply(body)
         else:
             prompt_tokens = count_tokens(body["prompt"])
-            text = self.reply({**body, "messages": [{"role": "user", "content": body["prompt"]}]})
+        if text is None and not null:
+            chat_body = (
+                body
+                if chat
+                else {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
+            )
+            text = self.reply(chat_body)
+        text = text or ""
         finish = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and count_tokens(text) > limit:
@@ -365,7 +467,7 @@ class OpenAIStub:
             choices: list[dict[str, Any]] = [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": None if null else text},
                     "logprobs": None,
                     "finish_reason": finish,
                 }
