@@ -229,6 +229,22 @@ def test_a_resume_rebuilds_the_ledger_and_counts_nothing_twice(
         sum(c["cost_usd"] for c in calls)
     )
 
+    # a lost or corrupt ledger is made anew from the finished steps' events and artifacts
+    def without_ts(text: str) -> list[dict[str, Any]]:
+        return sorted(
+            ({k: v for k, v in json.loads(x).items() if k != "ts"} for x in text.splitlines()),
+            key=lambda e: e["key"],
+        )
+
+    full = path.read_text()
+    for damage in ("", "{not json\n" + full):
+        path.unlink()
+        if damage:
+            path.write_text(damage)
+        config3 = stub_config(tiny_task_dir, tmp_path, stub.url, max_gen=3, test_eval="every")
+        Loop(config3, RunStore.open(tmp_path / "runs", "1"), sia_pm).run()
+        assert without_ts(path.read_text()) == without_ts(full)
+
 
 def test_free_models_never_look_a_price_up(sia_pm, tiny_task_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SIA_MODEL_PRICES", str(tmp_path / "missing.json"))  # never read

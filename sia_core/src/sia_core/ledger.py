@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +144,19 @@ class Ledger:
         self._entries: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def open(cls, store: RunStore) -> Ledger:
+    def open(
+        cls, store: RunStore, rebuild: Callable[[], list[dict[str, Any]]] | None = None
+    ) -> Ledger:
         """Load the run's ledger, keeping only lines of finished steps (once per key).
 
         The file is rewritten (atomically) when a line was dropped, so a resumed run never
-        counts a redone step twice.
+        counts a redone step twice. A missing or corrupt file is made anew with ``rebuild``
+        (the finished steps' lines from their artifacts, see :func:`rebuild_entries`).
         """
         ledger = cls(store.root / LEDGER)
         if not ledger.path.exists():
+            if rebuild is not None and store.finished_steps():
+                ledger._rewrite(rebuild())
             return ledger
         finished = store.finished_steps()
         raw = ledger.path.read_bytes()
@@ -167,10 +172,11 @@ class Ledger:
                 if all(not rest.strip() for rest in lines[i + 1 :]):
                     dirty = True  # the last line was cut short by a crash
                     break
-                raise SiaError(
-                    f"{ledger.path} line {i + 1} is corrupt ({exc}); delete the file to rebuild "
-                    "it from the next steps"
-                ) from exc
+                if rebuild is not None:
+                    ledger._entries = {}
+                    ledger._rewrite(rebuild())
+                    return ledger
+                raise SiaError(f"{ledger.path} line {i + 1} is corrupt ({exc})") from exc
             if (entry.get("gen"), entry.get("step")) not in finished or key in ledger._entries:
                 dirty = True
             if (entry.get("gen"), entry.get("step")) in finished:
@@ -181,6 +187,11 @@ class Ledger:
 
     def entries(self) -> list[dict[str, Any]]:
         return list(self._entries.values())
+
+    def _rewrite(self, entries: Iterable[dict[str, Any]]) -> None:
+        for e in entries:
+            self._entries[e["key"]] = e
+        atomic_write_text(self.path, "".join(_line(e) for e in self._entries.values()))
 
     def add(self, entries: Iterable[dict[str, Any]]) -> None:
         """Append lines durably (a key already present is replaced, never counted twice)."""
@@ -334,6 +345,21 @@ def step_entries(
                 )
         return out
     return []
+
+
+def rebuild_entries(
+    store: RunStore, *, pricer: Pricer | None, meta_model: str | None
+) -> list[dict[str, Any]]:
+    """Every finished spending step's ledger lines, made anew from events and artifacts."""
+    out: list[dict[str, Any]] = []
+    for e in store.events:
+        step = e.data.get("step")
+        if e.type == "step_finished" and e.gen is not None and step in SPENDING_STEPS:
+            seconds = _num(e.data.get("seconds"))
+            out += step_entries(
+                store, e.gen, str(step), e.data, seconds, pricer=pricer, meta_model=meta_model
+            )
+    return out
 
 
 def call_cost_source(call: Mapping[str, Any], pricer: Pricer | None) -> str:

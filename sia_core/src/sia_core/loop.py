@@ -42,6 +42,7 @@ from .ledger import (
     describe_cap,
     estimate,
     read_entries,
+    rebuild_entries,
     run_cost,
     step_entries,
     step_seconds,
@@ -355,7 +356,12 @@ class Loop:
 
     def _open_ledger(self) -> None:
         """Rebuild the ledger from finished steps (a resumed run counts nothing twice)."""
-        self.ledger = Ledger.open(self.store)
+        cfg = self.config
+        pricer = None if cfg.backend in FREE_BACKENDS else Pricer()
+        self.ledger = Ledger.open(
+            self.store,
+            lambda: rebuild_entries(self.store, pricer=pricer, meta_model=cfg.meta_model),
+        )
         self._resume_seq = len(self.store.events)
         for gen, gdir in self.store.gen_dirs():
             if (gdir / "decision.json").exists():
