@@ -223,7 +223,8 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
 
         \b
           sia --task tiny-add --max_gen 3        run the loop on a task
-          sia runs / sia show RUN                what happened
+          sia runs / sia show RUN                what happened, what it cost
+          sia compare RUN RUN                    two runs side by side
           sia resume RUN                         continue a killed run
         """
         ctx.obj = {"debug": debug, "pm_factory": pm_factory}
