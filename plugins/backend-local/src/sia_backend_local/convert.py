@@ -1,71 +1,196 @@
-"""Peft adapter folder -> GGUF LoRA that llama.cpp serves (llama.cpp's convert_lora_to_gguf.py).
+"""Conversions to GGUF with llama.cpp's own scripts: a peft adapter, and an HF model folder.
 
-The converter ships only in llama-cpp-python's sdist; ``scripts/setup`` extracts it (with its
+- :func:`convert_peft_to_gguf`: a peft LoRA folder -> the GGUF LoRA that ``llama_cpp.server
+  --lora_path`` serves (``convert_lora_to_gguf.py``; needs the base model's HF folder).
+- :func:`hf_to_gguf`: an HF causal-LM folder -> a GGUF the server loads
+  (``convert_hf_to_gguf.py``), cached under ``$SIA_CACHE_DIR/gguf/`` (default
+  ``~/.cache/sia/gguf/``).
+- :func:`hf_id_folder`: an HF hub id -> its downloaded folder (only where a hub is reachable).
+
+The converters ship only in llama-cpp-python's sdist; ``scripts/setup`` extracts them (with their
 ``conversion/`` package and ``gguf-py``) to ``.venv/share/llama.cpp-convert``. Set
-``SIA_LLAMA_CONVERT_DIR`` to use another copy. The base model's HF folder comes from sia-train's
-GGUF -> HF conversion cache.
+``SIA_LLAMA_CONVERT_DIR`` to use another copy. They run in a subprocess of this interpreter (they
+import torch and transformers; the orchestrator does not). Every output is written under a
+temporary name and renamed into place, so a killed conversion never leaves half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from sia_core.errors import SiaError
 
-SCRIPT = "convert_lora_to_gguf.py"
+LORA_SCRIPT = "convert_lora_to_gguf.py"
+HF_SCRIPT = "convert_hf_to_gguf.py"
+#: the GGUF LoRA written beside a peft adapter
+ADAPTER_GGUF = "adapter.gguf"
+#: what a served HF folder is quantized to (q8_0: 145 MB for SmolLM2-135M, near-lossless)
+DEFAULT_OUTTYPE = "q8_0"
+#: files of an HF folder whose change makes a new GGUF
+_WEIGHT_GLOBS = ("config.json", "*.safetensors", "*.bin", "tokenizer*")
+#: an HF hub id: ``name`` or ``owner/name``
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def converter_dir() -> Path:
-    """Where convert_lora_to_gguf.py is."""
+    """Where llama.cpp's converter scripts are."""
     env = os.environ.get("SIA_LLAMA_CONVERT_DIR")
     folder = Path(env) if env else Path(sys.prefix) / "share" / "llama.cpp-convert"
-    if not (folder / SCRIPT).is_file():
+    if not (folder / LORA_SCRIPT).is_file():
         raise SiaError(
-            f"llama.cpp's {SCRIPT} is not in {folder}: rerun scripts/setup, or point "
+            f"llama.cpp's {LORA_SCRIPT} is not in {folder}: rerun scripts/setup, or point "
             "SIA_LLAMA_CONVERT_DIR at a llama.cpp checkout"
         )
     return folder
 
 
-def convert_peft_to_gguf(adapter_dir: Path, base_gguf: Path) -> Path:
-    """Convert ``adapter_dir`` once; the GGUF LoRA is cached beside it as ``adapter.gguf``."""
-    out = adapter_dir / "adapter.gguf"
-    if out.is_file():
-        return out
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise SiaError(f"{adapter_dir} is not a peft adapter folder (no adapter_config.json)")
-    try:
-        from sia_train.model import gguf_to_hf
-    except ImportError as exc:
-        raise SiaError("serving a trained adapter needs sia-train (pip install sia-train)") from exc
-    base_hf = gguf_to_hf(base_gguf)
+def _run_converter(script: str, args: list[str], out: Path, what: str) -> None:
+    """Run ``script`` so that it writes ``out`` (via a temporary file, renamed into place)."""
     folder = converter_dir()
-    tmp = out.with_name(f".adapter.gguf.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     env = {**os.environ, "PYTHONPATH": str(folder / "gguf-py"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(folder / SCRIPT),
-            "--base",
-            str(base_hf),
-            "--outfile",
-            str(tmp),
-            "--outtype",
-            "f32",
-            str(adapter_dir),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=folder,
-        timeout=600,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(folder / script), "--outfile", str(tmp), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=folder,
+            timeout=1800,
+        )
+    except subprocess.TimeoutExpired as exc:
+        tmp.unlink(missing_ok=True)
+        raise SiaError(f"converting {what} to GGUF took over {exc.timeout:g} s") from exc
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         tail = (proc.stderr or proc.stdout)[-1500:]
-        raise SiaError(f"converting the adapter {adapter_dir} to GGUF failed:\n{tail}")
+        raise SiaError(f"converting {what} to GGUF failed:\n{tail}")
     os.replace(tmp, out)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock: two processes never convert the same thing at once."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _newer_than(out: Path, sources: list[Path]) -> bool:
+    """``out`` exists and was written after every one of ``sources``."""
+    try:
+        mtime = out.stat().st_mtime_ns
+        return all(s.stat().st_mtime_ns <= mtime for s in sources if s.exists())
+    except OSError:
+        return False
+
+
+def convert_peft_to_gguf(adapter_dir: Path, base_hf: Path) -> Path:
+    """The GGUF LoRA of the peft adapter ``adapter_dir`` (base model: the HF folder ``base_hf``).
+
+    Converted once and cached beside the adapter as ``adapter.gguf``; a cached file older than
+    the adapter's weights (the folder was trained again) is converted anew.
+    """
+    adapter_dir = Path(adapter_dir)
+    out = adapter_dir / ADAPTER_GGUF
+    config = adapter_dir / "adapter_config.json"
+    if not config.is_file():
+        raise SiaError(f"{adapter_dir} is not a peft adapter folder (no adapter_config.json)")
+    weights = [config, *adapter_dir.glob("adapter_model.*")]
+    with _locked(adapter_dir / f".{ADAPTER_GGUF}.lock"):
+        if not _newer_than(out, weights):
+            _run_converter(
+                LORA_SCRIPT,
+                ["--base", str(base_hf), "--outtype", "f32", str(adapter_dir)],
+                out,
+                f"the adapter {adapter_dir}",
+            )
     return out
+
+
+def gguf_cache_root() -> Path:
+    """Where served GGUFs of HF folders live: ``$SIA_CACHE_DIR/gguf`` or ``~/.cache/sia/gguf``."""
+    base = os.environ.get("SIA_CACHE_DIR")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "sia"
+    return root / "gguf"
+
+
+def hf_folder_key(folder: Path, outtype: str) -> str:
+    """sha256 of the folder's path, its weight/config/tokenizer files' names, sizes and mtimes."""
+    h = hashlib.sha256(f"{folder.resolve()}\0{outtype}".encode())
+    files = sorted({p for g in _WEIGHT_GLOBS for p in folder.glob(g) if p.is_file()})
+    for p in files:
+        st = p.stat()
+        h.update(f"\0{p.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def check_hf_folder(folder: Path) -> None:
+    """An HF causal-LM folder: ``config.json`` and weights (one clear line otherwise)."""
+    if not (folder / "config.json").is_file():
+        raise SiaError(f"--task_model {str(folder)!r}: an HF model folder needs a config.json")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise SiaError(
+            f"--task_model {str(folder)!r}: the HF model folder has no weights "
+            "(*.safetensors or *.bin)"
+        )
+
+
+def hf_to_gguf(folder: Path, outtype: str = DEFAULT_OUTTYPE, cache: Path | None = None) -> Path:
+    """The GGUF llama.cpp serves for the HF folder ``folder`` (converted once, then cached)."""
+    folder = Path(folder).expanduser().resolve()
+    check_hf_folder(folder)
+    root = cache or gguf_cache_root()
+    out = root / f"{hf_folder_key(folder, outtype)}.gguf"
+    if out.is_file():
+        return out
+    with _locked(root / f"{out.name}.lock"):
+        if not out.is_file():  # another process may have converted it while we waited
+            _run_converter(
+                HF_SCRIPT, ["--outtype", outtype, str(folder)], out, f"the model folder {folder}"
+            )
+    return out
+
+
+def looks_like_hf_id(name: str) -> bool:
+    """``owner/name`` or ``name`` (and not a path or a file name)."""
+    return bool(_HF_ID.match(name)) and not name.endswith(".gguf")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hf_id_folder(model_id: str) -> Path:
+    """The local folder of the hub model ``model_id`` (downloaded where a hub is reachable)."""
+    if _hub_offline():
+        raise SiaError(
+            f"--task_model {model_id!r} is not a local .gguf file or HF model folder, and the "
+            "model hub is off (HF_HUB_OFFLINE=1): pass a path, or allow hub access"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise SiaError(
+            f"--task_model {model_id!r}: a hub id needs huggingface_hub (pip install sia-train[torch])"
+        ) from exc
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model", "*.txt"]
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=patterns))
+    except Exception as exc:  # network, unknown repo, gated model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SiaError(
+            f"--task_model {model_id!r}: cannot download it from the hub: {first}"
+        ) from exc
