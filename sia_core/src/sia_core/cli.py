@@ -124,7 +124,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--item-timeout",
             "item_timeout_s",
-            type=float,
+            type=click.FloatRange(0, min_open=True),
             default=None,
             help="Seconds per item (default: the task's).",
         ),

@@ -126,6 +126,8 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     sandbox, sandbox_why = choose_sandbox(pm, opts["sandbox"])
     if opts["rl_algorithm"] != "auto":
         pm.rl_algorithms().get(opts["rl_algorithm"])
+    if opts["executor"] != "auto":
+        pm.executors().get(opts["executor"])  # an unknown name lists the installed ones
     config = RunConfig(
         task=name,
         task_dir=str(task_dir),

@@ -30,6 +30,7 @@ from .errors import SiaError
 from .records import Event, from_dict, to_dict
 
 RUN_DIR_RE = re.compile(r"^run_(.+)$")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SEALED = "sealed"
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # per-generation folder for test-split artifacts; never shown to agents
@@ -153,6 +154,11 @@ class RunStore:
 
     @classmethod
     def path_for(cls, runs_dir: Path, run_id: str) -> Path:
+        if not RUN_ID_RE.match(run_id):
+            raise SiaError(
+                f"run id {run_id!r} is not valid: use letters, digits, '.', '_' and '-' "
+                "(starting with a letter or digit), e.g. --run_id 7 or --run_id lawbench-a"
+            )
         return runs_dir / f"run_{run_id}"
 
     @classmethod
