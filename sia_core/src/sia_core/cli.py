@@ -171,7 +171,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _cap_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+def _cap_options() -> list[Any]:
     """Run caps (docs/runs.md): checked before each spending step; a resume may raise them."""
     return [
         click.option(
@@ -332,9 +332,7 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
     return cli
 
 
-def _apply(
-    opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]],
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _apply(opts: list[Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Apply click options in the order listed."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:

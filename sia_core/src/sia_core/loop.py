@@ -532,7 +532,7 @@ class Loop:
         self.store.write_text(gdir / "improvement.md", self._improvement_md(outcome, decision))
         self.store.write_json(gdir / "agent_transcript.json", list(outcome.transcript))
         self.store.write_json(gdir / "decision.json", decision)
-        data = {
+        data: dict[str, Any] = {
             "lever": decision.lever,
             "parent_gen": parent_gen,
             "rl_algorithm": decision.rl_algorithm,
