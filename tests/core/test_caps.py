@@ -103,6 +103,8 @@ def test_usd_cap_stops_after_the_current_step_and_a_raised_cap_continues(
     n_steps = len(steps)
     out = sia(stub_pm, capsys, "resume", "c", "--runs-dir", str(runs))
     assert "cost cap still reached: --max-usd" in out
+    # the estimate on resume: what was spent + the measured cost per finished generation
+    assert "sia: cost estimate ~$" in out and "per generation measured over 1 finished" in out
     assert run_json(root)["status"] == "stopped"
     assert len([e for e in events(root) if e["type"] == "step_finished"]) == n_steps
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from sia_core import hookimpl
@@ -115,8 +116,6 @@ def prices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def stub_config(task_dir: Path, tmp_path: Path, url: str, **kw: Any):
     config = make_config(task_dir, write_script(tmp_path, SCRIPT), **kw)
-    import attrs
-
     return attrs.evolve(
         config, backend="stub-http", backend_settings={**config.backend_settings, "url": url}
     )

@@ -507,10 +507,12 @@ def estimate(
     pricer: Pricer | None,
     task_model: str | None,
     meta_model: str | None,
+    finished_gens: Iterable[int] = (),
 ) -> dict[str, Any] | None:
     """A rough cost estimate of the rest of the run, or ``None`` when no model has a price.
 
-    After finished generations: their mean cost times the generations left. Before any: one
+    After finished (gated) generations: what was spent, plus their mean cost times the
+    generations left. Before any: one
     task-model call per item (the item's input, ~4 characters a token, plus 50 tokens each way)
     and one Meta/Feedback exchange of the task and scaffold's size per generation.
     """
@@ -518,15 +520,16 @@ def estimate(
         return None
     p_task = pricer.price(task_model)
     p_meta = pricer.price(meta_model) if meta_model else None
-    done = [g for g in ledger.gens() if ledger.totals(gen=g)["llm_calls"]]
-    left = max(0, config.max_gen - len(done))
+    done = sorted(set(finished_gens))
     spent = ledger.totals()["cost_usd"]
-    if done and spent > 0:
-        per_gen = spent / len(done)
+    done_usd = sum(ledger.totals(gen=g)["cost_usd"] for g in done)
+    if done and done_usd > 0:
+        per_gen = done_usd / len(done)
+        left = max(0, config.max_gen - len(done))
         return {
-            "usd": round(spent + per_gen * left, 6),
-            "basis": f"${per_gen:.4f} per generation measured over {len(done)} generation(s), "
-            f"{left} left",
+            "usd": round(max(spent, done_usd + per_gen * left), 6),
+            "basis": f"${spent:.4f} spent; ${per_gen:.4f} per generation measured over "
+            f"{len(done)} finished generation(s), {left} left",
         }
     if p_task is None and p_meta is None:
         return None

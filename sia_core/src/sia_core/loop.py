@@ -396,6 +396,7 @@ class Loop:
             pricer=self.pricer,
             task_model=self.gateway_model_name(),
             meta_model=meta_model,
+            finished_gens=[n.gen for n in self.nodes()],
         )
         if self.estimate is not None:
             self._progress("cost_estimate", None, **self.estimate)
