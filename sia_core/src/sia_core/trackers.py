@@ -1,0 +1,480 @@
+"""Experiment trackers (MLflow, Weights & Biases, ...) as ``sia_on_event`` observers.
+
+A tracker plugin writes a :class:`TrackerBackend` (start or continue a tracked run; log params,
+tags, metrics and files; finish) and registers ``TrackerObserver(name, factory)`` through its
+entry point. The observer does the rest, the same way for every tracker:
+
+- **Opt-in.** It tracks a run only when ``SIA_TRACKERS`` names it (``SIA_TRACKERS=mlflow,wandb``)
+  or, with ``SIA_TRACKERS`` unset, when it tracked this run before: a resumed run stays tracked.
+  ``SIA_TRACKERS=none`` tracks nothing.
+- **What.** Read from the run folder as steps finish: params (the run config), per-generation
+  metrics (step = generation), training curves (step = training step, counted across the run),
+  artifacts (``target_agent.py``, ``diff.patch``, ``improvement.md``, ``decision.json``), and once
+  the run has finished its sealed test scores and totals. Nothing under ``sealed/`` or ``private``
+  is ever sent; test scores are sent only after the run's last step.
+- **Resume.** ``trackers/<name>.json`` in the run folder keeps the tracked run's id and the last
+  event logged: a resumed run continues the same tracked run and first logs what it missed.
+- **Failure.** A tracker error prints one line and ends that tracker for this run; the run goes
+  on (and the core isolates observers anyway).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from . import PROJECT, hookimpl
+from .records import Event
+from .runstore import SEALED, atomic_write_json
+
+ENV = "SIA_TRACKERS"
+STATE_DIR = "trackers"
+#: files of a generation folder sent as artifacts (nothing else: never sealed/ or labels)
+GEN_ARTIFACTS = ("target_agent.py", "diff.patch", "improvement.md", "decision.json")
+#: lever -> the number logged as the ``lever`` metric
+LEVER_CODES = {"harness": 0, "weights": 1, "both": 2, "stop": 3}
+#: progress-event fields that are not curve values
+_NOT_CURVES = {"step", "steps", "event", "checkpoint", "status", "items", "stats"}
+_warned: set[str] = set()
+
+
+@attrs.frozen(kw_only=True)
+class TrackedRun:
+    """What a backend needs to know to open a tracked run."""
+
+    run_id: str
+    run_dir: Path
+    task: str
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.run_dir.parent
+
+    @property
+    def title(self) -> str:
+        return f"{self.task} run {self.run_id}"
+
+
+class TrackerBackend(Protocol):
+    """One tracker's client for one sia run. Values are plain str / float; keys use ``/``."""
+
+    def start(self, run: TrackedRun, previous: Mapping[str, Any] | None) -> tuple[dict, bool]:
+        """Open the tracked run: continue ``previous`` (what an earlier start returned) when it
+        can, else create one. Returns ``(state to keep, continued)``; the state has ``id`` and a
+        human-readable ``where``."""
+
+    def log_params(self, params: Mapping[str, str]) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int, axis: str) -> None:
+        """``axis`` is ``"gen"`` (step = generation) or ``"train"`` (step = training step)."""
+
+    def log_files(self, files: list[Path], dest: str) -> None:
+        """Upload ``files`` under the artifact folder ``dest`` (e.g. ``gen_2``)."""
+
+    def finish(self, status: str) -> None:
+        """``status``: ``finished``, ``stopped``, ``failed`` or ``killed``."""
+
+
+# --------------------------------------------------------------------------------------------
+# opt-in
+# --------------------------------------------------------------------------------------------
+
+
+def requested() -> set[str] | None:
+    """Tracker names in ``SIA_TRACKERS``; ``None`` when it is unset."""
+    raw = os.environ.get(ENV)
+    if raw is None:
+        return None
+    return {s.strip().lower() for s in raw.split(",") if s.strip()} - {"none", "off"}
+
+
+def installed() -> list[str]:
+    """Names of the installed trackers (entry points ``tracker-NAME`` of the ``sia`` group)."""
+    return sorted(
+        ep.name.removeprefix("tracker-")
+        for ep in md.entry_points(group=PROJECT)
+        if ep.name.startswith("tracker-")
+    )
+
+
+def state_path(run_dir: Path, name: str) -> Path:
+    return run_dir / STATE_DIR / f"{name}.json"
+
+
+def wanted(name: str, run_dir: Path) -> bool:
+    """Whether tracker ``name`` tracks the run in ``run_dir`` (see the module docstring)."""
+    names = requested()
+    if names is None:
+        return state_path(run_dir, name).exists()
+    unknown = sorted(names - set(installed()) - _warned)
+    if unknown:
+        _warned.update(unknown)
+        say(
+            f"{ENV} names {', '.join(unknown)}, which no installed plugin provides "
+            f"(installed trackers: {', '.join(installed()) or 'none'}; "
+            "e.g. pip install sia-tracker-mlflow)"
+        )
+    return name in names
+
+
+def say(line: str) -> None:
+    print(f"sia: {line}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# reading the run folder
+# --------------------------------------------------------------------------------------------
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """``events.jsonl`` as dicts (read only; a line cut short is skipped)."""
+    path = run_dir / "events.jsonl"
+    out = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def numbers(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """``(key/path, value)`` for every number in nested dicts (bools as 0/1; lists skipped)."""
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            yield from numbers(v, f"{prefix}{k}/" if isinstance(v, Mapping) else f"{prefix}{k}")
+    elif isinstance(data, int | float) and data == data:  # bools too; not NaN
+        yield prefix, float(data)
+
+
+def flat_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as ``{"a.b": "value"}`` strings."""
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, str) else json.dumps(v, default=str)
+    return out
+
+
+def safe_name(text: str) -> str:
+    """A name usable as an experiment / project name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "task"
+
+
+# --------------------------------------------------------------------------------------------
+# the observer
+# --------------------------------------------------------------------------------------------
+
+
+class _Session:
+    """One tracked sia run: the backend, and what has been logged (saved in the run folder)."""
+
+    def __init__(self, name: str, backend: TrackerBackend, run: TrackedRun, state: dict) -> None:
+        self.name, self.backend, self.run, self.state = name, backend, run, state
+        self.lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        return self.run.run_dir
+
+    def save(self) -> None:
+        atomic_write_json(state_path(self.root, self.name), self.state)
+
+    # -- catching up with events.jsonl -------------------------------------------------------
+
+    def sync(self) -> None:
+        """Log every written event after the last one logged."""
+        for e in read_events(self.root):
+            if int(e.get("seq", 0)) <= self.state["seq"]:
+                continue
+            self.handle(e)
+            self.state["seq"] = int(e["seq"])
+            self.save()
+
+    def handle(self, e: dict[str, Any]) -> None:
+        t, gen, data = e.get("type"), e.get("gen"), e.get("data") or {}
+        if t in ("run_started", "run_resumed"):
+            self.log_config()
+        elif t == "step_finished" and gen is not None and data.get("step") != "test":
+            step = str(data.get("step"))
+            handler = getattr(self, f"on_{step}", None)
+            if handler is not None:
+                handler(int(gen), data)
+            self.backend.log_metrics(
+                {f"time/{step}_s": float(data.get("seconds") or 0.0)}, step=int(gen), axis="gen"
+            )
+        elif t == "gen_finished" and gen is not None:
+            self.on_gen_finished(int(gen))
+        elif t == "run_stopped":
+            self.backend.set_tags({"sia.stop_reason": str(data.get("reason", ""))[:4000]})
+        elif t == "run_finished":
+            self.on_run_finished(data)
+        elif t == "run_failed":
+            self.backend.set_tags({"sia.error": str(data.get("error", ""))[:4000]})
+
+    def log_config(self) -> None:
+        info = read_json(self.root / "run.json") or {}
+        config = dict(info.get("config") or {})
+        mutable = {k: config.pop(k) for k in list(config) if k == "max_gen" or k.startswith("max_")}
+        self.backend.log_params(flat_params(config))
+        tags = {f"sia.{k}": json.dumps(v) for k, v in mutable.items()}
+        tags.update(
+            {
+                "sia.run_id": self.run.run_id,
+                "sia.run_dir": str(self.root),
+                "sia.task": self.run.task,
+                "sia.version": str(info.get("sia_core_version", "")),
+                "sia.status": "running",
+            }
+        )
+        self.backend.set_tags(tags)
+
+    # -- per step ----------------------------------------------------------------------------
+
+    def gen_dir(self, gen: int) -> Path:
+        return self.root / f"gen_{gen}"
+
+    def on_propose(self, gen: int, data: dict[str, Any]) -> None:
+        d = read_json(self.gen_dir(gen) / "decision.json") or {}
+        lever = str(d.get("lever") or data.get("lever") or "")
+        tags = {f"gen_{gen}.lever": lever, f"gen_{gen}.source": str(d.get("source", ""))}
+        if d.get("parent_gen") is not None:
+            tags[f"gen_{gen}.parent_gen"] = str(d["parent_gen"])
+        if d.get("rl_algorithm"):
+            tags[f"gen_{gen}.rl_algorithm"] = str(d["rl_algorithm"])
+        self.backend.set_tags(tags)
+        if lever in LEVER_CODES:
+            self.backend.log_metrics({"lever": LEVER_CODES[lever]}, step=gen, axis="gen")
+        files = [self.gen_dir(gen) / f for f in GEN_ARTIFACTS]
+        self.backend.log_files([f for f in files if f.is_file()], f"gen_{gen}")
+
+    def on_train(self, gen: int, data: dict[str, Any]) -> None:
+        result = read_json(self.gen_dir(gen) / "train_result.json") or {}
+        self.backend.set_tags({f"gen_{gen}.train_status": str(result.get("status", "?"))})
+        summary = {f"train_summary/{k}": v for k, v in numbers(result.get("metrics") or {})}
+        if summary:
+            self.backend.log_metrics(summary, step=gen, axis="gen")
+        log = Path(result.get("log") or self.gen_dir(gen) / "adapter" / "train_log.jsonl")
+        lines = []
+        if log.is_file() and SEALED not in log.parts:
+            for raw in log.read_text(encoding="utf-8").splitlines():
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    continue
+        train = self.state["train"]
+        offset = self._offset(gen)
+        live_last = int(train["live"].get(str(gen), 0))
+        live_keys = set(train["live_keys"].get(str(gen), []))
+        last = 0
+        for line in lines:
+            if not isinstance(line.get("step"), int):
+                continue
+            local = int(line["step"])
+            last = max(last, local)
+            values = {k: v for k, v in numbers(line) if k.split("/")[0] not in _NOT_CURVES}
+            if local <= live_last:  # logged live already: only what the progress line lacked
+                values = {k: v for k, v in values.items() if k not in live_keys}
+            if values:
+                self._log_curve(gen, offset + local, values, first=local > live_last)
+        train["total"] = max(int(train["total"]), offset + max(last, live_last))
+
+    def _offset(self, gen: int) -> int:
+        """Training steps of earlier weight generations: gen's step 1 is logged at offset + 1."""
+        offsets = self.state["train"]["offset"]
+        if str(gen) not in offsets:
+            offsets[str(gen)] = int(self.state["train"]["total"])
+        return int(offsets[str(gen)])
+
+    def _log_curve(
+        self, gen: int, step: int, values: Mapping[str, float], *, first: bool = True
+    ) -> None:
+        metrics = {f"train/{k}": v for k, v in values.items()}
+        if first:  # which generation a training step belongs to, once per step
+            metrics["train/gen"] = float(gen)
+        self.backend.log_metrics(metrics, step=step, axis="train")
+
+    def live_train(self, gen: int, data: Mapping[str, Any]) -> None:
+        """A training step as the worker reports it (curves move while a long job runs)."""
+        if not isinstance(data.get("step"), int) or data.get("event", "step") != "step":
+            return
+        train = self.state["train"]
+        local = int(data["step"])
+        if local <= int(train["live"].get(str(gen), 0)):
+            return
+        values = {k: v for k, v in numbers(dict(data)) if k.split("/")[0] not in _NOT_CURVES}
+        self._log_curve(gen, self._offset(gen) + local, values)
+        train["live"][str(gen)] = local
+        keys = set(train["live_keys"].get(str(gen), [])) | set(values)
+        train["live_keys"][str(gen)] = sorted(keys)
+        self.save()
+
+    def on_score(self, gen: int, data: dict[str, Any]) -> None:
+        m = read_json(self.gen_dir(gen) / "metrics.json") or {}
+        dev = m.get("dev") or {}
+        out: dict[str, float] = {}
+        if isinstance(dev.get("score"), int | float):
+            out["dev_score"] = float(dev["score"])
+        elif isinstance(data.get("dev_score"), int | float):
+            out["dev_score"] = float(data["dev_score"])
+        if dev.get("n_items"):
+            out["dev_answered_share"] = float(dev.get("n_answered", 0)) / float(dev["n_items"])
+        out.update({f"dev/{k}": v for k, v in numbers(dev.get("extra") or {})})
+        for k in ("n_errors", "n_timeouts", "llm_calls", "prompt_tokens", "completion_tokens"):
+            if isinstance(m.get(k), int | float):
+                out[k] = float(m[k])
+        if isinstance(m.get("seconds"), int | float):
+            out["item_seconds"] = float(m["seconds"])
+        self.backend.log_metrics(out, step=gen, axis="gen")
+
+    def on_gate(self, gen: int, data: dict[str, Any]) -> None:
+        node = data.get("node") or {}
+        devs = self.state.setdefault("dev", {})
+        if isinstance(node.get("dev_score"), int | float):
+            devs[str(gen)] = float(node["dev_score"])
+        incumbent = data.get("incumbent")
+        out = {"accepted": float(bool(data.get("accepted")))}
+        if isinstance(incumbent, int):
+            out["incumbent_gen"] = float(incumbent)
+            if str(incumbent) in devs:
+                out["best_dev_score"] = devs[str(incumbent)]
+        self.backend.log_metrics(out, step=gen, axis="gen")
+
+    def on_gen_finished(self, gen: int) -> None:
+        seconds = sum(
+            float((e.get("data") or {}).get("seconds") or 0.0)
+            for e in read_events(self.root)
+            if e.get("type") == "step_finished"
+            and e.get("gen") == gen
+            and (e.get("data") or {}).get("step") != "test"
+        )
+        out = {"time/gen_s": seconds}
+        cost = read_json(self.gen_dir(gen) / "cost.json") or {}
+        skip = ("gen", "by_role", "by_step")
+        out.update({f"cost/{k}": v for k, v in numbers(cost) if k.split("/")[0] not in skip})
+        self.backend.log_metrics(out, step=gen, axis="gen")
+
+    def on_run_finished(self, data: dict[str, Any]) -> None:
+        """The run's last step is done: now the sealed test scores and the totals go out."""
+        logged = set(self.state.setdefault("test_logged", []))
+        last_gen = 0
+        for path in sorted(self.root.glob("gen_*")):
+            try:
+                gen = int(path.name[4:])
+            except ValueError:
+                continue
+            last_gen = max(last_gen, gen)
+            test = read_json(path / SEALED / "metrics_test.json")
+            if gen in logged or not isinstance(test, dict):
+                continue
+            if isinstance(test.get("score"), int | float):
+                self.backend.log_metrics({"test_score": float(test["score"])}, step=gen, axis="gen")
+                logged.add(gen)
+        self.state["test_logged"] = sorted(logged)
+        info = read_json(self.root / "run.json") or {}
+        cost = info.get("cost") or {}
+        totals = {f"run/{k}": v for k, v in numbers(cost) if "/" not in k}
+        if totals:
+            self.backend.log_metrics(totals, step=last_gen, axis="gen")
+        tags = {"sia.status": str(data.get("status", "finished"))}
+        if data.get("incumbent") is not None:
+            tags["sia.incumbent_gen"] = str(data["incumbent"])
+        self.backend.set_tags(tags)
+        context = self.root / "context.md"
+        if context.is_file():
+            self.backend.log_files([context], "")
+
+
+class TrackerObserver:
+    """The ``sia_on_event`` observer of one tracker; ``factory()`` makes its backend per run."""
+
+    def __init__(self, name: str, factory: Callable[[], TrackerBackend]) -> None:
+        self.name = name
+        self.factory = factory
+        self._run_dirs: dict[str, Path] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    @hookimpl
+    def sia_on_event(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception as exc:
+            session = self._sessions.pop(event.run_id, None)
+            say(
+                f"tracker {self.name} failed on {event.type} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+                "it stops logging this run, the run goes on"
+            )
+            if session is not None:
+                try:
+                    session.backend.finish("failed")
+                except Exception:
+                    pass
+
+    def _on_event(self, event: Event) -> None:
+        t, data = event.type, event.data
+        if t == "run_opened" and data.get("run_dir"):
+            self._run_dirs[event.run_id] = Path(data["run_dir"])
+            return
+        if t in ("run_started", "run_resumed"):
+            run_dir = data.get("run_dir") or self._run_dirs.get(event.run_id)
+            if run_dir is not None and wanted(self.name, Path(run_dir)):
+                run = TrackedRun(
+                    run_id=event.run_id, run_dir=Path(run_dir), task=str(data.get("task", "task"))
+                )
+                self._sessions[event.run_id] = self._start(run)
+        session = self._sessions.get(event.run_id)
+        if session is None:
+            return
+        with session.lock:
+            if t == "train_progress" and event.gen is not None:
+                session.live_train(int(event.gen), data)
+            elif event.seq:
+                session.sync()
+            if t in ("run_finished", "run_failed"):
+                del self._sessions[event.run_id]
+                self._run_dirs.pop(event.run_id, None)
+                session.backend.finish(_status(event))
+
+    def _start(self, run: TrackedRun) -> _Session:
+        path = state_path(run.run_dir, self.name)
+        old = read_json(path) if path.exists() else None
+        backend = self.factory()
+        previous = old.get("backend") if isinstance(old, dict) else None
+        kept, continued = backend.start(run, previous)
+        fresh = {"seq": 0, "train": {"offset": {}, "total": 0, "live": {}, "live_keys": {}}}
+        state = dict(old) if continued and isinstance(old, dict) else fresh
+        state["backend"] = kept
+        session = _Session(self.name, backend, run, state)
+        session.save()
+        verb = "continues" if continued else "logs to"
+        say(f"tracker {self.name} {verb} {kept.get('where', kept.get('id'))}")
+        return session
+
+
+def _status(event: Event) -> str:
+    if event.type == "run_failed":
+        error = str(event.data.get("error", ""))
+        return "killed" if error.startswith("KeyboardInterrupt") else "failed"
+    return "stopped" if event.data.get("status") == "stopped" else "finished"
