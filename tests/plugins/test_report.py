@@ -204,6 +204,10 @@ def test_a_killed_run_shows_its_half_written_generation(run_dir: Path, tmp_path:
     info.update(status="running", pid=dead.pid)
     (copy / "run.json").write_text(json.dumps(info))
     (copy / "gen_1" / "decision.json").write_text("{not json")
+    execution = json.loads((copy / "gen_2/agent_execution.json").read_text())
+    for call in execution["calls"]:  # as when the served adapter could not load
+        call.update(status="error", error="task model failed: <no adapter>", completion=None)
+    (copy / "gen_2/agent_execution.json").write_text(json.dumps(execution))
     info.pop("cost", None)  # a run from before the cost ledger: the report says so
     (copy / "run.json").write_text(json.dumps(info))
     for p in copy.glob("gen_*/cost.json"):
@@ -218,6 +222,9 @@ def test_a_killed_run_shows_its_half_written_generation(run_dir: Path, tmp_path:
     assert "half-written (the run stopped here)" in html and "sia resume" in html
     assert "unreadable artifacts" in html
     assert "No cost ledger in this run" in html
+    n = len(execution["calls"])
+    assert n > 0 and run.gens[1].failed_calls == n and run.gens[0].failed_calls == 0
+    assert f"{n} of {n} task-model calls failed" in html and "&lt;no adapter&gt;" in html
 
 
 def test_cost_and_time_per_generation(run_dir: Path) -> None:

@@ -64,6 +64,9 @@ class GenInfo:
     n_errors: int | None = None
     n_timeouts: int | None = None
     ledger: dict[str, Any] = attrs.field(factory=dict)  # per-generation cost ledger, if any
+    calls: int | None = None  # task-model calls of the dev run (agent_execution.json)
+    failed_calls: int = 0
+    first_call_error: str = ""
     train: TrainInfo | None = None
     diff: str | None = None
     improvement: str | None = None
@@ -303,6 +306,9 @@ def read_run(run_dir: str | Path) -> RunInfo:
         train = None
         if lever in ("weights", "both") or (gdir / "train_job.json").exists():
             train = _train_info(r, gdir, gen, finished_steps.get((gen, "train")))
+        execution = _dict(r.json(rel / "agent_execution.json")) if metrics else {}
+        calls = [c for c in execution.get("calls") or () if isinstance(c, dict)]
+        failed = [c for c in calls if c.get("status") not in (None, "ok")]
         dev = metrics.get("dev") if isinstance(metrics.get("dev"), dict) else {}
         stats = decision.get("reward_stats")
         gens.append(
@@ -337,6 +343,11 @@ def read_run(run_dir: str | Path) -> RunInfo:
                 n_errors=as_int(metrics.get("n_errors")),
                 n_timeouts=as_int(metrics.get("n_timeouts")),
                 ledger=_dict(r.json(rel / "cost.json")) or _gen_ledger(cost, gen),
+                calls=len(calls) if execution else None,
+                failed_calls=len(failed),
+                first_call_error=str(failed[0].get("error") or failed[0].get("status"))[:500]
+                if failed
+                else "",
                 train=train,
                 diff=r.text(rel / "diff.patch"),
                 improvement=r.text(rel / "improvement.md"),

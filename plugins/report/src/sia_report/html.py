@@ -32,8 +32,8 @@ th { background: var(--soft); } td.num { text-align: right; font-variant-numeric
 .status.running { background: #bee3f8; } .status.failed, .status.incomplete,
 .status.interrupted { background: #fed7d7; } .status.stopped { background: #feebc8; }
 .lever { display: inline-block; padding: 1px 8px; border-radius: 4px; color: #fff; font-size: 12px; }
-.timeline { display: flex; gap: 8px; flex-wrap: wrap; margin: 8px 0; }
-.tl { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; width: 260px;
+.timeline { display: flex; gap: 8px; flex-wrap: wrap; margin: 8px 0; align-items: flex-start; }
+.tl { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; width: 232px;
   background: var(--soft); font-size: 12.5px; } .tl h4 { margin: 0 0 4px; font-size: 14px; }
 .tl.incumbent { border: 2px solid #d69e2e; } .tl .why { color: var(--muted); }
 .tl table { font-size: 11.5px; margin: 4px 0; } .tl td, .tl th { padding: 1px 4px; }
@@ -52,7 +52,7 @@ svg .node text { font-size: 12px; fill: #fff; font-weight: 600; } svg .edge { st
   stroke-width: 2; fill: none; } svg .nlabel { font-size: 11px; fill: #2d3748; }
 .warn { background: #fffaf0; border: 1px solid #fbd38d; padding: 6px 10px; border-radius: 4px; }
 .gen { border-top: 1px solid var(--line); margin-top: 10px; }
-.small { font-size: 12px; color: var(--muted); }
+.small { font-size: 12px; color: var(--muted); } .bad { color: #c53030; }
 """
 
 
@@ -288,6 +288,10 @@ def _reward_table(stats: dict[str, Any] | None) -> str:
     return "<table class='reward-shape'>" + "".join(cells) + "</table>"
 
 
+def _failed(g: GenInfo) -> str:
+    return escape(f"{g.failed_calls} of {g.calls} task-model calls failed")
+
+
 def lever_timeline(run: RunInfo) -> str:
     cards = []
     for g in run.gens:
@@ -313,6 +317,8 @@ def lever_timeline(run: RunInfo) -> str:
             parts.append("<div class='small'>reward shape behind the choice:</div>")
             parts.append(_reward_table(g.reward_stats))
         parts.append(_fits_table(g))
+        if g.failed_calls:
+            parts.append(f"<div class='bad'>{_failed(g)}</div>")
         if g.dev is not None:
             parts.append(
                 f"<div>dev {_f(g.dev)}"
@@ -341,6 +347,13 @@ def scores_table(run: RunInfo) -> str:
                 _td(_f(g.dev) + (f" ({g.dev_items})" if g.dev_items else ""), True),
                 _td(_f(g.test) + (f" ({g.test_items})" if g.test_items else ""), True),
                 _td(
+                    "–"
+                    if g.calls is None
+                    else f"{g.calls}"
+                    + (f" <b class='bad'>({g.failed_calls} failed)</b>" if g.failed_calls else ""),
+                    True,
+                ),
+                _td(
                     "incumbent"
                     if g.gen == run.incumbent
                     else ("" if g.accepted is None else ("accepted" if g.accepted else "rejected"))
@@ -356,6 +369,7 @@ def scores_table(run: RunInfo) -> str:
             "RL objective",
             "dev (items)",
             "sealed test (items)",
+            "model calls (dev)",
             "gate",
             "status",
         ],
@@ -617,6 +631,11 @@ def generations_section(run: RunInfo) -> str:
             parts.append(f"<p class='warn'>generation {word}: finished steps: {escape(done)}</p>")
         if g.missing:
             parts.append(f"<p class='warn'>missing artifacts: {escape(', '.join(g.missing))}</p>")
+        if g.failed_calls:
+            parts.append(
+                f"<p class='warn'>{_failed(g)} (the dev score is what the scaffold made of "
+                f"that); the first error: {escape(g.first_call_error)}</p>"
+            )
         if g.gate_reason:
             parts.append(f"<p class='small'>gate: {escape(g.gate_reason)}</p>")
         if g.notes and g.improvement is None:
