@@ -89,6 +89,7 @@ class RunInfo:
     stop_reason: str = ""
     created: float | None = None
     updated: float | None = None
+    last_event: float | None = None
     backend: str | None = None
     task_model: str | None = None
     sandbox: str | None = None
@@ -363,6 +364,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         stop_reason=stop_reason,
         created=as_num(run_json.get("created")),
         updated=as_num(run_json.get("updated")),
+        last_event=max((t for e in events if (t := as_num(e.get("ts"))) is not None), default=None),
         backend=start_data.get("backend") or config.get("backend"),
         task_model=start_data.get("task_model"),
         sandbox=start_data.get("sandbox") or config.get("sandbox"),

@@ -680,7 +680,7 @@ def render(run: RunInfo, *, generated: float | None = None, pngs: Iterable[str] 
         f"{escape(str(cfg.get('max_gen', '?')))}",
         f"incumbent gen {run.incumbent if run.incumbent is not None else '–'}",
         f"started {_t(run.created)}",
-        f"updated {_t(run.updated)}",
+        f"last event {_t(run.last_event or run.updated)}",
     ]
     warn = ""
     if run.stop_reason:
