@@ -15,7 +15,7 @@ import pytest
 from anthropic._constants import ANTHROPIC_API_VERSION
 
 from sia_backend_claude.backend import ClaudeBackend
-from sia_backend_claude.models import resolve_model
+from sia_backend_claude.models import resolve_model, usage_with_cost
 from sia_core.backend import BackendOptions, MetaRequest
 from sia_core.testing.anthropic_stub import AnthropicStub
 from sia_core.testing.conformance.backend import BackendConformance
@@ -148,7 +148,10 @@ def test_requests_the_sdk_sends(stub: AnthropicStub, tmp_path: Path) -> None:
     assert all(t["usage"]["cost_usd"] > 0 for t in assistant)
     assert out.usage["calls"] == 3
     assert out.usage["cache_read_input_tokens"] > 0 and out.usage["output_tokens"] > 0
-    assert out.usage["input_tokens"] == 0  # everything up to the last message was cached
+    assert out.usage["uncached_input_tokens"] == 0  # all up to the last message was cached
+    assert out.usage["input_tokens"] == (
+        out.usage["cache_read_input_tokens"] + out.usage["cache_creation_input_tokens"]
+    )
     expected = sum(t["usage"]["cost_usd"] for t in assistant)
     assert out.usage["cost_usd"] == pytest.approx(expected)
 
@@ -473,3 +476,20 @@ def test_recorded_feedback_step_leaves_a_complete_generation(
     assert "gen_2/trials/trial_1/target_agent.py" in str(
         sorted(p.relative_to(runs / "run_1") for p in gen2.rglob("*.py"))
     )
+
+
+def test_cost_per_call() -> None:
+    usage = {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 10000,
+        "service_tier": "standard",
+    }
+    out = usage_with_cost("claude-haiku-4-5", usage)
+    # $1/$5 per MTok; cache writes 1.25x, cache reads 0.1x the input price
+    assert out["cost_usd"] == pytest.approx((1000 + 2000 * 1.25 + 10000 * 0.1 + 100 * 5) / 1e6)
+    assert out["input_tokens"] == 13000 and out["uncached_input_tokens"] == 1000
+    unknown = usage_with_cost("claude-new-9", usage)
+    assert unknown["cost_usd"] == 0.0 and unknown["priced"] is False
+    assert usage_with_cost("claude-new-9", usage, (2.0, 10.0))["cost_usd"] > 0

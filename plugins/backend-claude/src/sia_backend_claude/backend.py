@@ -389,11 +389,7 @@ class ClaudeTaskModel:
             if b.type == "tool_use"
         ]
         usage = usage_with_cost(self.name, message.usage.model_dump(), self.price)
-        prompt = (
-            usage["input_tokens"]
-            + usage.get("cache_creation_input_tokens", 0)
-            + usage.get("cache_read_input_tokens", 0)
-        )
+        prompt = usage["input_tokens"]  # cached tokens included
         reply: dict[str, Any] = {"role": "assistant", "content": text}
         if tool_calls:
             reply["tool_calls"] = tool_calls

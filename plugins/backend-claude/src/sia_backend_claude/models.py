@@ -48,18 +48,27 @@ def resolve_model(name: str | None, default: str = "haiku") -> str:
 def usage_with_cost(
     model: str, usage: dict[str, Any], price: tuple[float, float] | None = None
 ) -> dict[str, Any]:
-    """``usage`` (Anthropic's counts) plus ``cost_usd``; ``priced`` is false when unknown."""
+    """``usage`` (Anthropic's counts) plus ``cost_usd``; ``priced`` is false when unknown.
+
+    ``input_tokens`` becomes the whole prompt (uncached + cache writes + cache reads)."""
     price = price or PRICES.get(model)
     out = {k: int(v or 0) for k, v in usage.items() if isinstance(v, int | float | None)}
     out.setdefault("input_tokens", 0)
     out.setdefault("output_tokens", 0)
+    uncached = out["input_tokens"]
+    written = out.get("cache_creation_input_tokens", 0)
+    read = out.get("cache_read_input_tokens", 0)
+    # input_tokens counts every prompt token (as OpenAI's prompt_tokens do); the API's own count
+    # of the uncached ones stays as uncached_input_tokens
+    out["uncached_input_tokens"] = uncached
+    out["input_tokens"] = uncached + written + read
     if price is None:
         return {**out, "cost_usd": 0.0, "priced": False}
     p_in, p_out = price
     cost = (
-        out["input_tokens"] * p_in
-        + out.get("cache_creation_input_tokens", 0) * p_in * CACHE_WRITE
-        + out.get("cache_read_input_tokens", 0) * p_in * CACHE_READ
+        uncached * p_in
+        + written * p_in * CACHE_WRITE
+        + read * p_in * CACHE_READ
         + out["output_tokens"] * p_out
     ) / 1e6
     return {**out, "cost_usd": round(cost, 8)}
