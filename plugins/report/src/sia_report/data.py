@@ -197,7 +197,7 @@ def _run_cost(run_json: dict[str, Any]) -> dict[str, Any]:
 
 def _train_info(r: _Reader, gdir: Path, gen: int, finished: dict[str, Any] | None) -> TrainInfo:
     rel = gdir.relative_to(r.root)
-    job = r.json(rel / "train_job.json") or {}
+    job = _dict(r.json(rel / "train_job.json"))
     result = r.json(rel / "train_result.json")
     log_path: Path | None = None
     if isinstance(result, dict) and str(result.get("log") or "").endswith(".jsonl"):
@@ -216,7 +216,7 @@ def _train_info(r: _Reader, gdir: Path, gen: int, finished: dict[str, Any] | Non
     if isinstance(result, dict):
         status = str(result.get("status") or "?")
         error = str(result.get("error") or "")
-        metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+        metrics = _dict(result.get("metrics"))
     else:
         status, error, metrics = ("running" if finished is None else "missing"), "", {}
     return TrainInfo(
@@ -227,7 +227,7 @@ def _train_info(r: _Reader, gdir: Path, gen: int, finished: dict[str, Any] | Non
         log_path=str(log_path) if log_path is not None else None,
         steps=steps,
         metrics=metrics or {},
-        settings=job.get("settings") if isinstance(job.get("settings"), dict) else {},
+        settings=_dict(job.get("settings")),
     )
 
 
@@ -236,10 +236,8 @@ def read_run(run_dir: str | Path) -> RunInfo:
     a missing or unreadable artifact)."""
     root = Path(run_dir)
     r = _Reader(root)
-    run_json = r.json("run.json")
-    if not isinstance(run_json, dict):
-        run_json = {}
-    config = run_json.get("config") if isinstance(run_json.get("config"), dict) else {}
+    run_json = _dict(r.json("run.json"))
+    config = _dict(run_json.get("config"))
     events = r.jsonl(root / "events.jsonl")
 
     status = str(run_json.get("status") or "unknown")
@@ -248,7 +246,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     stop_reason = str(run_json.get("stop_reason") or run_json.get("error") or "")
 
     started = next((e for e in events if e.get("type") in ("run_started", "run_resumed")), None)
-    start_data = started.get("data", {}) if started else {}
+    start_data = _dict(started.get("data")) if started else {}
     finished_steps: dict[tuple[int, str], dict[str, Any]] = {}
     step_seconds: dict[int, dict[str, float]] = {}
     gen_start: dict[int, float] = {}
@@ -279,12 +277,9 @@ def read_run(run_dir: str | Path) -> RunInfo:
     for gen in sorted(known):
         gdir = root / f"gen_{gen}"
         rel = Path(f"gen_{gen}")
-        decision = r.json(rel / "decision.json")
-        decision = decision if isinstance(decision, dict) else {}
-        metrics = r.json(rel / "metrics.json")
-        metrics = metrics if isinstance(metrics, dict) else {}
-        test = r.json(rel / "sealed" / "metrics_test.json")
-        test = test if isinstance(test, dict) else {}
+        decision = _dict(r.json(rel / "decision.json"))
+        metrics = _dict(r.json(rel / "metrics.json"))
+        test = _dict(r.json(rel / "sealed" / "metrics_test.json"))
         gate = finished_steps.get((gen, "gate"))
         lever = decision.get("lever")
         if gate is not None:
@@ -310,7 +305,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         execution = _dict(r.json(rel / "agent_execution.json")) if metrics else {}
         calls = [c for c in execution.get("calls") or () if isinstance(c, dict)]
         failed = [c for c in calls if c.get("status") not in (None, "ok")]
-        dev = metrics.get("dev") if isinstance(metrics.get("dev"), dict) else {}
+        dev = _dict(metrics.get("dev"))
         stats = decision.get("reward_stats")
         gens.append(
             GenInfo(

@@ -107,8 +107,9 @@ def best_so_far(run: RunInfo) -> list[tuple[int, float]]:
     dev = {g.gen: g.dev for g in run.gens}
     out = []
     for g in run.gens:
-        if g.incumbent_after is not None and dev.get(g.incumbent_after) is not None:
-            out.append((g.gen, float(dev[g.incumbent_after])))  # type: ignore[arg-type]
+        best = dev.get(g.incumbent_after) if g.incumbent_after is not None else None
+        if best is not None:
+            out.append((g.gen, best))
     return out
 
 
