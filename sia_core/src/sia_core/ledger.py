@@ -13,6 +13,7 @@ file, without importing litellm, and only when a model that is not free asks for
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SiaError
-from .runstore import SEALED, RunStore, atomic_write_text
+from .runstore import SEALED, DiskFullError, RunStore, atomic_write_text
 
 LEDGER = "ledger.jsonl"
 COST_JSON = "cost.json"
@@ -204,10 +205,15 @@ class Ledger:
         if replaced:
             atomic_write_text(self.path, "".join(_line(e) for e in self._entries.values()))
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(_line(e) for e in new))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(_line(e) for e in new))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(self.path, exc) from exc
+            raise
 
     def totals(self, gen: int | None = None, step: str | None = None) -> dict[str, Any]:
         """Totals of the run, or of one generation / step (see :func:`totals`)."""
