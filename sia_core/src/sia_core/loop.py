@@ -276,7 +276,7 @@ class Loop:
             for gen in range(1, cfg.max_gen + 1):
                 if any(e.type == "gen_finished" and e.gen == gen for e in self.store.events):
                     continue
-                # gated but killed before gen_finished: finish it (and its budget check) now
+                # gated but killed before gen_finished: finish it now (caps: see _step)
                 if not self._done(gen, "gate"):
                     if self._final_stop() is not None:
                         break
