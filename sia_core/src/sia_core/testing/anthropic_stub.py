@@ -246,13 +246,13 @@ class AnthropicStub:
             handler.send_json(400, _error(400, problem), {})
             return
         assert isinstance(body, dict)
-        message = self._message(body)
+        reply = self._message(body)
         if body.get("stream"):
             with self._lock:
                 broken = self._stream_errors.pop(0) if self._stream_errors else None
-            handler.send_sse(self._events(message, broken))
+            handler.send_sse(self._events(reply, broken))
         else:
-            handler.send_json(200, self._plain(message), {})
+            handler.send_json(200, self._plain(reply), {})
 
     @staticmethod
     def _plain(message: dict[str, Any]) -> dict[str, Any]:
@@ -300,7 +300,7 @@ class AnthropicStub:
                 if isinstance(b, dict) and b.get("type") == "tool_result"
             }
             if ids - got:  # the API refuses this with a 400
-                return f"messages.{i + 1}: tool_use ids {sorted(ids - got)} have no tool_result"
+                return f"messages.{i + 1}: tool_use ids {sorted(map(str, ids - got))} have no tool_result"
         return ""
 
     def _scripted(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +395,7 @@ class AnthropicStub:
             ("ping", {"type": "ping"}),
         ]
         for i, block in enumerate(message["content"]):
+            first: dict[str, Any]
             if block["type"] == "text":
                 first = {"type": "text", "text": ""}
                 words = block["text"].split(" ")
