@@ -5,7 +5,9 @@ sum of the gateway's own per-call records."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +285,43 @@ def test_price_lookup_strips_a_provider_prefix_and_reads_litellms_table(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+@pytest.mark.slow
+def test_a_crash_between_the_ledger_and_the_step_event_counts_the_step_once(tmp_path):
+    """SIGKILL while `step_finished` of gen 1's `run` is half appended: its ledger lines are
+    already written; the resumed run redoes the step and the ledger equals an uninterrupted
+    run's."""
+    from .test_resume import run_args
+
+    script = write_script(tmp_path)
+
+    def sia(runs: Path, *extra: str, fault: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SIA_TEST_FAULT": fault}
+        args = run_args(script, runs, max_gen=3) if not extra else list(extra)
+        return subprocess.run(
+            [sys.executable, "-m", "sia_core.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    def ledger(root: Path) -> list[dict[str, Any]]:
+        """The ledger's lines without timings and call ids (parallel workers call in any order)."""
+        lines = [json.loads(x) for x in (root / LEDGER).read_text().splitlines()]
+        lines = [{k: v for k, v in e.items() if k not in ("ts", "key", "call_id")} for e in lines]
+        return sorted(lines, key=lambda e: json.dumps(e, sort_keys=True))
+
+    assert sia(tmp_path / "ref").returncode == 0
+    runs = tmp_path / "runs"
+    killed = sia(runs, fault="kill-mid-append:step_finished:1:run")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    root = runs / "run_1"
+    assert any(e["gen"] == 1 and e["step"] == "run" for e in ledger(root))  # written, uncounted
+    resumed = sia(runs, "resume", "1", "--runs-dir", str(runs))
+    assert resumed.returncode == 0, resumed.stderr
+    expected = ledger(tmp_path / "ref/run_1")
+    assert ledger(root) == expected
+    run_cost = json.loads((root / "run.json").read_text())["cost"]
+    assert run_cost["llm_calls"] == sum(e["calls"] for e in expected)

@@ -492,7 +492,7 @@ class Loop:
                 direction=self.task.config.direction,
                 run_dir=self.store.root,
                 public_dir=self.task.public_dir,
-                try_scaffold=lambda code, n: self._try_scaffold(gen, code, n),
+                try_scaffold=lambda code, n: self._try_scaffold(gen, code, n, parent_gen),
             )
             outcome = self._call_agent(
                 "feedback",
@@ -543,13 +543,18 @@ class Loop:
             data["agent_usage"] = dict(outcome.usage)  # the role's own calls, for the ledger
         return decision, data
 
-    def _try_scaffold(self, gen: int, code: str, n_items: int) -> dict[str, Any]:
+    def _try_scaffold(
+        self, gen: int, code: str, n_items: int, model_gen: int | None = None
+    ) -> dict[str, Any]:
         """Run a candidate scaffold on the first ``n_items`` public train items (for the agents).
 
         Train labels are public, so the result shows them beside each answer. The calls go
-        through the run's gateway and sandbox; their usage is returned, not booked to a split.
+        through the run's gateway and sandbox, to the task model ``model_gen`` ran on (the
+        parent's weights); their usage is returned, not booked to a split.
         """
         assert self.gateway is not None and self.sandbox is not None
+        if model_gen is not None:
+            self._use_task_model_of(model_gen)
         train = self.task.items("train")[: max(1, n_items)]
         if not train:
             return {"error": "this task has no train items to test on; only syntax was checked"}
