@@ -130,7 +130,7 @@ def test_token_cap_alias_and_resume_with_max_tokens(stub_pm, capsys, tiny_task_d
     assert "cost estimate" not in out  # the scripted model is free: no estimate line
     root = runs / "run_1"
     info = run_json(root)
-    assert info["stopped_by_cap"]["cap"] == "max_run_tokens"
+    assert info["stopped_by_cap"]["cap"] == "max_tokens"
     assert "token budget reached: --max-tokens 10 (used" in info["stop_reason"]
     assert [e["data"]["step"] for e in events(root) if e["type"] == "run_stopped"] == ["propose"]
     sia(stub_pm, capsys, "resume", "1", "--runs-dir", str(runs), "--max-tokens", "100000")

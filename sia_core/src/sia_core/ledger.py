@@ -33,13 +33,12 @@ SPENDING_STEPS = ("propose", "train", "run", "test")
 #: backends whose models cost nothing and never look a price up
 FREE_BACKENDS = ("scripted", "local")
 PRICES_ENV = "SIA_MODEL_PRICES"
-#: run caps: config field -> (CLI flag, what is counted, unit)
+#: run caps: name (as in run.json) -> (RunConfig field, CLI flag, the total it counts)
 CAPS = {
-    "max_usd": ("--max-usd", "cost_usd", "USD"),
-    "max_run_tokens": ("--max-tokens", "tokens", "tokens"),
-    "max_train_seconds": ("--max-train-seconds", "train_device_seconds", "training seconds"),
+    "max_usd": ("max_usd", "--max-usd", "cost_usd"),
+    "max_tokens": ("max_run_tokens", "--max-tokens", "tokens"),
+    "max_train_seconds": ("max_train_seconds", "--max-train-seconds", "train_device_seconds"),
 }
-TOTAL_FIELDS = ("llm_calls", "input_tokens", "output_tokens", "tokens", "cost_usd")
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,20 +473,16 @@ def write_gen_cost(store: RunStore, ledger: Ledger, gen: int) -> None:
 
 def cap_reached(config: Any, used: Mapping[str, Any]) -> dict[str, Any] | None:
     """The first cap of ``config`` that ``used`` (run totals) has reached, or ``None``."""
-    for field, (flag, counted, _unit) in CAPS.items():
+    for name, (field, flag, counted) in CAPS.items():
         limit = getattr(config, field, None)
         if limit is not None and _num(used.get(counted)) >= limit:
-            return {"cap": field, "flag": flag, "limit": limit, "used": used.get(counted)}
+            return {"cap": name, "flag": flag, "limit": limit, "used": used.get(counted)}
     return None
 
 
 def caps_of(config: Any) -> dict[str, Any]:
-    """``run.json``'s ``caps``: the CLI's names (``max_tokens`` is ``max_run_tokens``)."""
-    return {
-        "max_usd": getattr(config, "max_usd", None),
-        "max_tokens": getattr(config, "max_run_tokens", None),
-        "max_train_seconds": getattr(config, "max_train_seconds", None),
-    }
+    """``run.json``'s ``caps`` (``max_tokens`` is ``RunConfig.max_run_tokens``)."""
+    return {name: getattr(config, field, None) for name, (field, _, _) in CAPS.items()}
 
 
 def describe_cap(cap: Mapping[str, Any], run_id: str, *, still: bool = False) -> str:
@@ -495,7 +490,7 @@ def describe_cap(cap: Mapping[str, Any], run_id: str, *, still: bool = False) ->
     flag, limit, used = cap["flag"], cap["limit"], _num(cap["used"])
     if cap["cap"] == "max_usd":
         name, figure = "cost cap", f"{flag} {limit:g} (spent ${used:.4f})"
-    elif cap["cap"] == "max_run_tokens":
+    elif cap["cap"] == "max_tokens":
         name, figure = "token budget", f"{flag} {limit} (used {int(used)} tokens)"
     else:
         name, figure = "training-time cap", f"{flag} {limit:g} (trained {used:.1f} device-s)"
