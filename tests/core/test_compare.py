@@ -84,7 +84,8 @@ def test_compare_plain_json_and_table(two_runs: Path) -> None:
 
     missing = sia("compare", "1", "7", "--runs-dir", runs)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == f"sia: error: no run '7' in {runs} (runs there: 1, 2)"
+    last = missing.stderr.strip().splitlines()[-1]
+    assert last == f"sia: error: no run '7' in {runs} (runs there: 1, 2)"
 
 
 def test_runs_and_show_have_cost_and_time(two_runs: Path) -> None:
