@@ -315,3 +315,16 @@ def test_limits_from_settings() -> None:
     assert limits.max_turns == 5 and limits.max_tokens == AgentLimits().max_tokens
     with pytest.raises(Exception, match="max_turns='many': expected a whole number"):
         AgentLimits.from_settings({"max_turns": "many"})
+
+
+def test_cut_off_tool_call_is_not_run(layout: tuple[Path, Path]) -> None:
+    run, public = layout
+    cut = Turn(
+        tool_calls=(ToolCall(id="w", name="write_scaffold", arguments={"code": "def solve(i"}),),
+        stop_reason="max_tokens",
+    )
+    adapter = ScriptAdapter([cut, call("decide", lever="stop", rationale="r", improvement_md="m")])
+    out = feedback_step(adapter, feedback_request(run, public), AgentLimits(max_output_tokens=99))
+    first = next(t for t in out.transcript if t["type"] == "tool")
+    assert first["is_error"] and "output limit (max_output_tokens=99)" in first["result"]
+    assert out.scaffold is None and out.decision.lever == "stop"

@@ -494,6 +494,8 @@ class AgentRun:
 
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cost_usd", "calls")
+#: stop reasons of a reply cut off by the output limit (Anthropic, OpenAI)
+TRUNCATED = ("max_tokens", "length")
 
 
 def usage_total(turns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -570,9 +572,18 @@ def run_agent(
             continue
         silent = 0
         results = []
+        cut_off = turn.stop_reason in TRUNCATED
         for call in turn.tool_calls:
             t1 = time.monotonic()
-            content, is_error = tools.call(call)
+            if cut_off:  # the arguments may parse but are incomplete: never act on them
+                content, is_error = (
+                    f"your reply hit the output limit (max_output_tokens="
+                    f"{limits.max_output_tokens}), so this call's arguments are cut off and it "
+                    "was not run; make it shorter (e.g. a more compact scaffold)",
+                    True,
+                )
+            else:
+                content, is_error = tools.call(call)
             results.append(
                 {"id": call.id, "name": call.name, "content": content, "is_error": is_error}
             )
