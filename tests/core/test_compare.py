@@ -65,11 +65,12 @@ def test_compare_plain_json_and_table(two_runs: Path) -> None:
     lines = plain.stdout.splitlines()
     assert lines[0].split("\t") == [
         "gen",
-        *[f"run {r} {c}" for r in "12" for c in ("lever", "dev", "cost $", "time")],
+        *[f"run {r} {c}" for r in "12" for c in ("lever", "dev", "cost $", "tokens", "time")],
     ]
     rows = [line.split("\t") for line in lines[1:4]]
     assert [r[0] for r in rows] == ["1", "2", "3"]
-    assert rows[1][6] == "1.0000*" and rows[2][1:5] == ["", "", "", ""]
+    assert rows[1][7] == "1.0000*" and rows[2][1:6] == [""] * 5
+    assert int(rows[1][9]) == data["generations"][1]["b"]["tokens"] > 0
     assert float(rows[0][3]) == pytest.approx(data["generations"][0]["a"]["cost_usd"], abs=1e-4)
     assert lines[4].startswith("sealed test (report only): run 1: gen 1: ")
     assert lines[5] == data["summary"]

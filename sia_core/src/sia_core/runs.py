@@ -554,20 +554,22 @@ def compare_runs(runs_dir: Path, run_a: str, run_b: str, as_json: bool) -> None:
     console = Console()
     header = ["gen"]
     for ov in (a, b):
-        header += [f"run {ov['run_id']} {col}" for col in ("lever", "dev", "cost $", "time")]
+        cols = ("lever", "dev", "cost $", "tokens", "time")
+        header += [f"run {ov['run_id']} {col}" for col in cols]
     rows = []
     for row in data["generations"]:
         cells = [str(row["gen"])]
         for side in ("a", "b"):
             g = row[side]
             if g is None:
-                cells += ["", "", "", ""]
+                cells += [""] * 5
                 continue
             mark = "*" if g["incumbent"] else ""
             cells += [
                 g["lever"] + (f" ({g['rl_algorithm']})" if g.get("rl_algorithm") else ""),
                 _fmt(g["dev"]) + mark,
                 _fmt_cost(g["cost_usd"]),
+                str(g["tokens"]),
                 _fmt_seconds(g["seconds"]),
             ]
         rows.append(cells)
