@@ -440,7 +440,8 @@ def test_recorded_feedback_step_leaves_a_complete_generation(
 
     runs = tmp_path / "runs"
     with AnthropicStub(script, api_key=KEY) as stub:
-        proc = sia_run(stub, runs, "--max_gen", "2", "--test-eval", "none")
+        # test every generation: gen_1/sealed/ exists while gen 2's agent looks around
+        proc = sia_run(stub, runs, "--max_gen", "2", "--test-eval", "every")
     assert proc.returncode == 0, proc.stderr
     gen2 = runs / "run_1/gen_2"
     assert (gen2 / "target_agent.py").read_text() == IMPROVED
@@ -464,7 +465,10 @@ def test_recorded_feedback_step_leaves_a_complete_generation(
     assert not any(t["is_error"] for t in tools), tools
     listed = tools[0]["result"]
     assert "run/gen_1/agent_execution.json" in listed and "task/public/train.jsonl" in listed
-    assert "private" not in listed and "sealed" not in listed
+    assert (runs / "run_1/gen_1/sealed/metrics_test.json").exists()
+    assert (runs / "run_1/gen_1/work").is_dir()
+    assert "private" not in listed and "sealed" not in listed and "/work/" not in listed
+    assert "test_labels" not in json.dumps(transcript)
     assert '"dev"' in tools[2]["result"]
     trial = json.loads(tools[4]["result"].split("\n", 1)[1])
     assert trial["n_items"] == 2 and trial["score"] == 1.0
