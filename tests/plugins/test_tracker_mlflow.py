@@ -13,14 +13,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from sia_core.loop import Loop, RunConfig
 from sia_core.runstore import RunStore
-from sia_core.trackers import TrackerObserver, requested, wanted
+from sia_core.trackers import TrackedRun, TrackerObserver, requested, wanted
 
 #: a test plugin: the executor writes the worker's log format; an RL objective for it to run
 TESTKIT = '''
@@ -275,22 +278,60 @@ def test_a_failing_tracker_never_stops_the_run(
     assert "the run goes on" in err
 
 
+class Recorder:
+    """A tracker backend that records what it is asked to log."""
+
+    def __init__(self, opened: Callable[[TrackedRun], None] = lambda run: None) -> None:
+        self.opened = opened
+        self.calls: list[tuple[str, Any]] = []
+
+    def start(self, run, previous):
+        self.opened(run)
+        self.calls.append(("start", previous))
+        return {"id": "rec-1", "where": "memory"}, previous is not None
+
+    def log_metrics(self, metrics, *, step, axis):
+        self.calls.extend(("metric", (k, step)) for k in metrics)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self.calls.append((name, a))
+
+
+def test_a_lagging_tracker_logs_each_training_step_once(
+    sia_pm, register_plugin, tiny_task_dir, tmp_path, monkeypatch
+) -> None:
+    """The tracker's worker opens only after the weights generation has finished: the live
+    progress events queued meanwhile and the step's train_log.jsonl still give each step once."""
+    monkeypatch.syspath_prepend(str(install_testkit(tmp_path)))
+    import sia_tracker_testkit
+
+    register_plugin(sia_tracker_testkit, "testkit")
+
+    def wait_for_training(run: TrackedRun) -> None:
+        events = run.run_dir / "events.jsonl"
+        deadline = time.monotonic() + 60
+        while '"step": "train"' not in events.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    recorder = Recorder(wait_for_training)
+    monkeypatch.setenv("SIA_TRACKERS", "recorder")
+    register_plugin(TrackerObserver("recorder", lambda: recorder), "tracker-recorder")
+    config = attrs.evolve(tiny_config(tiny_task_dir, tmp_path), max_gen=2, executor="testkit")
+    Loop(config, RunStore.open(tmp_path / "runs", "1", create=True), sia_pm).run()
+    metrics = [arg for kind, arg in recorder.calls if kind == "metric"]
+    for key in ("train/reward_mean", "train/reward_std", "train/gen"):
+        assert sorted(step for k, step in metrics if k == key) == [1, 2, 3, 4], key
+    assert sorted(step for k, step in metrics if k == "dev_score") == [1, 2]
+    assert recorder.calls[-1] == ("finish", ("finished",))
+
+
 def test_trackers_are_opt_in(sia_pm, register_plugin, tiny_task_dir, tmp_path, monkeypatch):
-    calls: list[str] = []
-
-    class Recorder:
-        def start(self, run, previous):
-            calls.append("start")
-            return {"id": "x"}, False
-
-        def __getattr__(self, name):
-            return lambda *a, **k: calls.append(name)
-
+    recorder = Recorder()
     monkeypatch.delenv("SIA_TRACKERS", raising=False)
-    register_plugin(TrackerObserver("recorder", Recorder), "tracker-recorder")
+    register_plugin(TrackerObserver("recorder", lambda: recorder), "tracker-recorder")
     store = RunStore.open(tmp_path / "runs", "1", create=True)
     Loop(tiny_config(tiny_task_dir, tmp_path), store, sia_pm).run()
-    assert calls == [] and not (store.root / "trackers").exists()
+    assert recorder.calls == [] and not (store.root / "trackers").exists()
 
     monkeypatch.setenv("SIA_TRACKERS", "none")
     assert requested() == set() and not wanted("recorder", store.root)

@@ -14,8 +14,9 @@ entry point. The observer does the rest, the same way for every tracker:
   is ever sent; test scores are sent only after the run's last step.
 - **Resume.** ``trackers/<name>.json`` in the run folder keeps the tracked run's id and the last
   event logged: a resumed run continues the same tracked run and first logs what it missed.
-- **Failure.** A tracker error prints one line and ends that tracker for this run; the run goes
-  on (and the core isolates observers anyway).
+- **Failure and speed.** Each tracked run is logged by a worker thread, in event order, so a slow
+  tracker never holds the loop up; the end of the run waits for it. A tracker error prints one
+  line and ends that tracker for this run; the run goes on (the core isolates observers anyway).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
+import queue
 import re
 import sys
 import threading
@@ -44,6 +46,8 @@ GEN_ARTIFACTS = ("target_agent.py", "diff.patch", "improvement.md", "decision.js
 LEVER_CODES = {"harness": 0, "weights": 1, "both": 2, "stop": 3}
 #: progress-event fields that are not curve values
 _NOT_CURVES = {"step", "steps", "event", "checkpoint", "status", "items", "stats"}
+#: how long the end of a run waits for a tracker to log what is queued
+FINISH_WAIT_S = 600.0
 _warned: set[str] = set()
 
 
@@ -188,25 +192,88 @@ def safe_name(text: str) -> str:
 
 
 class _Session:
-    """One tracked sia run: the backend, and what has been logged (saved in the run folder)."""
+    """One tracked sia run: its backend, what has been logged (saved in the run folder), and
+    the worker thread that does the logging, so a slow tracker never holds the loop up."""
 
-    def __init__(self, name: str, backend: TrackerBackend, run: TrackedRun, state: dict) -> None:
-        self.name, self.backend, self.run, self.state = name, backend, run, state
-        self.lock = threading.Lock()
+    def __init__(self, name: str, factory: Callable[[], TrackerBackend], run: TrackedRun) -> None:
+        self.name, self.factory, self.run = name, factory, run
+        self.backend: TrackerBackend | None = None
+        self.state: dict[str, Any] = {}
+        self.failed = False
+        self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name=f"sia-tracker-{name}", daemon=True)
+        self.thread.start()
+
+    def put(self, kind: str, arg: Any = None) -> None:
+        self.queue.put((kind, arg))
+
+    def _work(self) -> None:
+        """Open the tracked run, then log what is queued, in order, until ``finish``."""
+        while True:
+            kind, arg = self.queue.get()
+            if self.failed:
+                if kind == "finish":
+                    return
+                continue
+            try:
+                if kind == "start":
+                    self.open()
+                elif kind == "sync":
+                    self.sync(arg)
+                elif kind == "live":
+                    self.live_train(*arg)
+                elif kind == "finish":
+                    self.sync()
+                    assert self.backend is not None
+                    self.backend.finish(arg)
+                    return
+            except Exception as exc:
+                self.failed = True
+                text = str(exc).splitlines()[0][:300] if str(exc) else ""
+                say(
+                    f"tracker {self.name} failed ({type(exc).__name__}: {text}); "
+                    "it stops logging this run, the run goes on"
+                )
+                if self.backend is not None:
+                    try:
+                        self.backend.finish("failed")
+                    except Exception:
+                        pass
+
+    def open(self) -> None:
+        path = state_path(self.root, self.name)
+        old = read_json(path) if path.exists() else None
+        backend = self.factory()
+        previous = old.get("backend") if isinstance(old, dict) else None
+        kept, continued = backend.start(self.run, previous)
+        self.backend = backend
+        fresh = {"seq": 0, "train": {"offset": {}, "total": 0, "live": {}, "live_keys": {}}}
+        self.state = dict(old) if continued and isinstance(old, dict) else fresh
+        self.state["backend"] = kept
+        self.save()
+        verb = "continues" if continued else "logs to"
+        say(f"tracker {self.name} {verb} {kept.get('where', kept.get('id'))}")
 
     @property
     def root(self) -> Path:
         return self.run.run_dir
+
+    @property
+    def tracker(self) -> TrackerBackend:
+        assert self.backend is not None
+        return self.backend
 
     def save(self) -> None:
         atomic_write_json(state_path(self.root, self.name), self.state)
 
     # -- catching up with events.jsonl -------------------------------------------------------
 
-    def sync(self) -> None:
-        """Log every written event after the last one logged."""
+    def sync(self, upto: int | None = None) -> None:
+        """Log the written events after the last one logged (up to ``upto``: the worker lags,
+        and a progress event queued before a later written event is logged before it)."""
         for e in read_events(self.root):
-            if int(e.get("seq", 0)) <= self.state["seq"]:
+            seq = int(e.get("seq", 0))
+            if seq <= self.state["seq"] or (upto is not None and seq > upto):
                 continue
             self.handle(e)
             self.state["seq"] = int(e["seq"])
@@ -221,23 +288,23 @@ class _Session:
             handler = getattr(self, f"on_{step}", None)
             if handler is not None:
                 handler(int(gen), data)
-            self.backend.log_metrics(
+            self.tracker.log_metrics(
                 {f"time/{step}_s": float(data.get("seconds") or 0.0)}, step=int(gen), axis="gen"
             )
         elif t == "gen_finished" and gen is not None:
             self.on_gen_finished(int(gen))
         elif t == "run_stopped":
-            self.backend.set_tags({"sia.stop_reason": str(data.get("reason", ""))[:4000]})
+            self.tracker.set_tags({"sia.stop_reason": str(data.get("reason", ""))[:4000]})
         elif t == "run_finished":
             self.on_run_finished(data)
         elif t == "run_failed":
-            self.backend.set_tags({"sia.error": str(data.get("error", ""))[:4000]})
+            self.tracker.set_tags({"sia.error": str(data.get("error", ""))[:4000]})
 
     def log_config(self) -> None:
         info = read_json(self.root / "run.json") or {}
         config = dict(info.get("config") or {})
         mutable = {k: config.pop(k) for k in list(config) if k == "max_gen" or k.startswith("max_")}
-        self.backend.log_params(flat_params(config))
+        self.tracker.log_params(flat_params(config))
         tags = {f"sia.{k}": json.dumps(v) for k, v in mutable.items()}
         tags.update(
             {
@@ -246,9 +313,11 @@ class _Session:
                 "sia.task": self.run.task,
                 "sia.version": str(info.get("sia_core_version", "")),
                 "sia.status": "running",
+                "sia.stop_reason": "",  # a resumed run is no longer stopped or failed
+                "sia.error": "",
             }
         )
-        self.backend.set_tags(tags)
+        self.tracker.set_tags(tags)
 
     # -- per step ----------------------------------------------------------------------------
 
@@ -263,18 +332,18 @@ class _Session:
             tags[f"gen_{gen}.parent_gen"] = str(d["parent_gen"])
         if d.get("rl_algorithm"):
             tags[f"gen_{gen}.rl_algorithm"] = str(d["rl_algorithm"])
-        self.backend.set_tags(tags)
+        self.tracker.set_tags(tags)
         if lever in LEVER_CODES:
-            self.backend.log_metrics({"lever": LEVER_CODES[lever]}, step=gen, axis="gen")
+            self.tracker.log_metrics({"lever": LEVER_CODES[lever]}, step=gen, axis="gen")
         files = [self.gen_dir(gen) / f for f in GEN_ARTIFACTS]
-        self.backend.log_files([f for f in files if f.is_file()], f"gen_{gen}")
+        self.tracker.log_files([f for f in files if f.is_file()], f"gen_{gen}")
 
     def on_train(self, gen: int, data: dict[str, Any]) -> None:
         result = read_json(self.gen_dir(gen) / "train_result.json") or {}
-        self.backend.set_tags({f"gen_{gen}.train_status": str(result.get("status", "?"))})
+        self.tracker.set_tags({f"gen_{gen}.train_status": str(result.get("status", "?"))})
         summary = {f"train_summary/{k}": v for k, v in numbers(result.get("metrics") or {})}
         if summary:
-            self.backend.log_metrics(summary, step=gen, axis="gen")
+            self.tracker.log_metrics(summary, step=gen, axis="gen")
         log = Path(result.get("log") or self.gen_dir(gen) / "adapter" / "train_log.jsonl")
         lines = []
         if log.is_file() and SEALED not in log.parts:
@@ -299,6 +368,7 @@ class _Session:
             if values:
                 self._log_curve(gen, offset + local, values, first=local > live_last)
         train["total"] = max(int(train["total"]), offset + max(last, live_last))
+        train["done"] = sorted({*train.get("done", []), gen})
 
     def _offset(self, gen: int) -> int:
         """Training steps of earlier weight generations: gen's step 1 is logged at offset + 1."""
@@ -313,7 +383,7 @@ class _Session:
         metrics = {f"train/{k}": v for k, v in values.items()}
         if first:  # which generation a training step belongs to, once per step
             metrics["train/gen"] = float(gen)
-        self.backend.log_metrics(metrics, step=step, axis="train")
+        self.tracker.log_metrics(metrics, step=step, axis="train")
 
     def live_train(self, gen: int, data: Mapping[str, Any]) -> None:
         """A training step as the worker reports it (curves move while a long job runs)."""
@@ -321,8 +391,8 @@ class _Session:
             return
         train = self.state["train"]
         local = int(data["step"])
-        if local <= int(train["live"].get(str(gen), 0)):
-            return
+        if gen in train.get("done", []) or local <= int(train["live"].get(str(gen), 0)):
+            return  # logged from the job's log already, or this step live already
         values = {k: v for k, v in numbers(dict(data)) if k.split("/")[0] not in _NOT_CURVES}
         self._log_curve(gen, self._offset(gen) + local, values)
         train["live"][str(gen)] = local
@@ -346,7 +416,7 @@ class _Session:
                 out[k] = float(m[k])
         if isinstance(m.get("seconds"), int | float):
             out["item_seconds"] = float(m["seconds"])
-        self.backend.log_metrics(out, step=gen, axis="gen")
+        self.tracker.log_metrics(out, step=gen, axis="gen")
 
     def on_gate(self, gen: int, data: dict[str, Any]) -> None:
         node = data.get("node") or {}
@@ -359,7 +429,7 @@ class _Session:
             out["incumbent_gen"] = float(incumbent)
             if str(incumbent) in devs:
                 out["best_dev_score"] = devs[str(incumbent)]
-        self.backend.log_metrics(out, step=gen, axis="gen")
+        self.tracker.log_metrics(out, step=gen, axis="gen")
 
     def on_gen_finished(self, gen: int) -> None:
         seconds = sum(
@@ -373,7 +443,7 @@ class _Session:
         cost = read_json(self.gen_dir(gen) / "cost.json") or {}
         skip = ("gen", "by_role", "by_step")
         out.update({f"cost/{k}": v for k, v in numbers(cost) if k.split("/")[0] not in skip})
-        self.backend.log_metrics(out, step=gen, axis="gen")
+        self.tracker.log_metrics(out, step=gen, axis="gen")
 
     def on_run_finished(self, data: dict[str, Any]) -> None:
         """The run's last step is done: now the sealed test scores and the totals go out."""
@@ -389,21 +459,21 @@ class _Session:
             if gen in logged or not isinstance(test, dict):
                 continue
             if isinstance(test.get("score"), int | float):
-                self.backend.log_metrics({"test_score": float(test["score"])}, step=gen, axis="gen")
+                self.tracker.log_metrics({"test_score": float(test["score"])}, step=gen, axis="gen")
                 logged.add(gen)
         self.state["test_logged"] = sorted(logged)
         info = read_json(self.root / "run.json") or {}
         cost = info.get("cost") or {}
         totals = {f"run/{k}": v for k, v in numbers(cost) if "/" not in k}
         if totals:
-            self.backend.log_metrics(totals, step=last_gen, axis="gen")
+            self.tracker.log_metrics(totals, step=last_gen, axis="gen")
         tags = {"sia.status": str(data.get("status", "finished"))}
         if data.get("incumbent") is not None:
             tags["sia.incumbent_gen"] = str(data["incumbent"])
-        self.backend.set_tags(tags)
+        self.tracker.set_tags(tags)
         context = self.root / "context.md"
         if context.is_file():
-            self.backend.log_files([context], "")
+            self.tracker.log_files([context], "")
 
 
 class TrackerObserver:
@@ -419,18 +489,9 @@ class TrackerObserver:
     def sia_on_event(self, event: Event) -> None:
         try:
             self._on_event(event)
-        except Exception as exc:
-            session = self._sessions.pop(event.run_id, None)
-            say(
-                f"tracker {self.name} failed on {event.type} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); "
-                "it stops logging this run, the run goes on"
-            )
-            if session is not None:
-                try:
-                    session.backend.finish("failed")
-                except Exception:
-                    pass
+        except Exception as exc:  # the worker reports its own errors; this is a last guard
+            self._sessions.pop(event.run_id, None)
+            say(f"tracker {self.name} failed on {event.type} ({type(exc).__name__}: {exc})")
 
     def _on_event(self, event: Event) -> None:
         t, data = event.type, event.data
@@ -443,34 +504,23 @@ class TrackerObserver:
                 run = TrackedRun(
                     run_id=event.run_id, run_dir=Path(run_dir), task=str(data.get("task", "task"))
                 )
-                self._sessions[event.run_id] = self._start(run)
+                self._sessions[event.run_id] = _Session(self.name, self.factory, run)
+                self._sessions[event.run_id].put("start")
         session = self._sessions.get(event.run_id)
+        if t in ("run_finished", "run_failed"):
+            self._run_dirs.pop(event.run_id, None)
         if session is None:
             return
-        with session.lock:
-            if t == "train_progress" and event.gen is not None:
-                session.live_train(int(event.gen), data)
-            elif event.seq:
-                session.sync()
-            if t in ("run_finished", "run_failed"):
-                del self._sessions[event.run_id]
-                self._run_dirs.pop(event.run_id, None)
-                session.backend.finish(_status(event))
-
-    def _start(self, run: TrackedRun) -> _Session:
-        path = state_path(run.run_dir, self.name)
-        old = read_json(path) if path.exists() else None
-        backend = self.factory()
-        previous = old.get("backend") if isinstance(old, dict) else None
-        kept, continued = backend.start(run, previous)
-        fresh = {"seq": 0, "train": {"offset": {}, "total": 0, "live": {}, "live_keys": {}}}
-        state = dict(old) if continued and isinstance(old, dict) else fresh
-        state["backend"] = kept
-        session = _Session(self.name, backend, run, state)
-        session.save()
-        verb = "continues" if continued else "logs to"
-        say(f"tracker {self.name} {verb} {kept.get('where', kept.get('id'))}")
-        return session
+        if t == "train_progress" and event.gen is not None:
+            session.put("live", (int(event.gen), dict(data)))
+        elif event.seq:
+            session.put("sync", event.seq)
+        if t in ("run_finished", "run_failed"):
+            del self._sessions[event.run_id]
+            session.put("finish", _status(event))
+            session.thread.join(FINISH_WAIT_S)  # the tracked run is complete when sia exits
+            if session.thread.is_alive():
+                say(f"tracker {self.name} is still busy after {FINISH_WAIT_S:.0f} s; giving up")
 
 
 def _status(event: Event) -> str:
