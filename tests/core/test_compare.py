@@ -107,3 +107,8 @@ def test_runs_and_show_have_cost_and_time(two_runs: Path) -> None:
     assert (
         f"  cost ${g['cost_usd']:.4f}: {g['tokens']} tokens in {g['llm_calls']} LLM calls" in gen2
     )
+    # a run from before the ledger: its figures come from the artifacts, and nothing is written
+    before = json.loads(sia("runs", "--runs-dir", runs, "--json").stdout)["runs"][1]
+    (two_runs / "run_2/ledger.jsonl").unlink()
+    after = json.loads(sia("runs", "--runs-dir", runs, "--json").stdout)["runs"][1]
+    assert after == before and not (two_runs / "run_2/ledger.jsonl").exists()

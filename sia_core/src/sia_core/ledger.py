@@ -230,11 +230,15 @@ def _line(entry: dict[str, Any]) -> str:
     return json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def read_entries(root: Path) -> list[dict[str, Any]]:
-    """The ledger lines of a run folder as they are on disk (read-only; a bad line is skipped)."""
+def read_entries(root: Path, store: RunStore | None = None) -> list[dict[str, Any]]:
+    """The ledger lines of a run folder as they are on disk (read-only; a bad line is skipped).
+
+    Without a ledger file (a run from before the ledger), the lines are made from ``store``'s
+    finished steps, in memory (prices as recorded by the gateway).
+    """
     path = root / LEDGER
     if not path.exists():
-        return []
+        return rebuild_entries(store, pricer=None, meta_model=None) if store else []
     out: dict[str, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -294,6 +298,9 @@ def step_entries(
         entry = agent_entry(usage, pricer=pricer, model=meta_model)
         if entry is None:
             return []
+        recorded = _num((data.get("cost") or {}).get("cost_usd"))  # a rebuild: as priced then
+        if recorded and not entry["cost_usd"]:
+            entry.update(cost_usd=recorded, cost_source="price_table")
         role = "meta" if gen == 1 else "feedback"
         return [{**base, **entry, "key": f"{gen}/propose/{role}", "role": role}]
     if step == "train":

@@ -1073,7 +1073,7 @@ def summarize(store: RunStore) -> list[GenRow]:
     for data in gates.values():
         incumbent = data["incumbent"]
     seconds = step_seconds(store)
-    entries = read_entries(store.root)
+    entries = read_entries(store.root, store)
     rows = []
     for gen, gdir in store.gen_dirs():
         if not (gdir / "decision.json").exists():

@@ -396,7 +396,7 @@ def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
 
 def _cost_columns(store: RunStore, seconds: dict[int, float]) -> dict[str, Any]:
     """A run's cost, tokens, training and wall seconds, from its ledger and events."""
-    tot = totals(read_entries(store.root))
+    tot = totals(read_entries(store.root, store))
     return {
         "cost_usd": tot["cost_usd"],
         "tokens": tot["tokens"],
