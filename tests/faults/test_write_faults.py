@@ -69,7 +69,10 @@ def test_sigkill_while_writing_then_resume_equals_uninterrupted(
         target = root / where if "/" in where and not where.startswith("sealed") else None
         if target is not None:
             assert not target.exists(), "the unfinished write is not visible under its name"
+    left = ((root / "events.jsonl").read_bytes(), stale_temps(root))
     status = json.loads(sia(["show", "1", "--json", "--runs-dir", str(runs)]).stdout)
+    # a reader changes nothing (it may be watching a live run whose writes are in flight)
+    assert ((root / "events.jsonl").read_bytes(), stale_temps(root)) == left
     # run.json says "finished" before the last event is appended
     assert status["status"] == ("finished" if where == "run_finished" else "interrupted")
 

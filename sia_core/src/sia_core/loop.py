@@ -248,6 +248,7 @@ class Loop:
 
     def run(self) -> list[GenRow]:
         with RunLock(self.store.root):
+            self.store.remove_stale_temps()
             return self._run_locked()
 
     def _run_locked(self) -> list[GenRow]:

@@ -149,6 +149,7 @@ class RunStore:
         self.events_path = root / "events.jsonl"
         self._lock = threading.Lock()
         self.events: list[Event] = []
+        self._repair: tuple[str, int] | None = None  # of a crash's last line, at the next append
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -171,18 +172,24 @@ class RunStore:
             root.mkdir(parents=True)
         store = cls(root, run_id)
         store._load_events()
-        store._remove_stale_temps()
         return store
 
-    def _remove_stale_temps(self) -> None:
-        """Delete the temporary files of atomic writes that a crash cut short."""
+    def remove_stale_temps(self) -> None:
+        """Delete the temporary files of atomic writes that a crash cut short.
+
+        Only for the process driving the run (it holds the run's lock): a live run's writes in
+        flight are temporary files too.
+        """
         for folder in (self.root, *self.root.glob("gen_*"), *self.root.glob("gen_*/sealed")):
             for p in folder.glob(".*.tmp"):
                 if TEMP_RE.match(p.name) and p.is_file():
                     p.unlink(missing_ok=True)
 
     def _load_events(self) -> None:
+        """Read the event log. Nothing is changed on disk (readers may watch a live run): a last
+        line cut short by a crash is skipped here and cut off by this store's next append."""
         self.events = []
+        self._repair = None
         if not self.events_path.exists():
             return
         raw = self.events_path.read_bytes()
@@ -195,17 +202,14 @@ class RunStore:
                 self.events.append(from_dict(Event, json.loads(line)))
             except Exception as exc:
                 if not raw[offset:].strip():
-                    # the last line was cut short by a crash: drop it
-                    with open(self.events_path, "r+b") as f:
-                        f.truncate(start)
+                    self._repair = ("truncate", start)  # the last line was cut short: drop it
                     return
                 raise SiaError(
                     f"{self.events_path} line {i + 1} is corrupt ({exc}); the run cannot be "
                     "resumed safely"
                 ) from exc
         if raw and not raw.endswith(b"\n"):
-            with open(self.events_path, "ab") as f:
-                f.write(b"\n")
+            self._repair = ("newline", len(raw))
 
     # -- events -------------------------------------------------------------------------------
 
@@ -224,6 +228,13 @@ class RunStore:
                     raise DiskFullError(self.events_path, exc) from exc
                 raise
             try:
+                if self._repair is not None:
+                    what, at = self._repair
+                    if what == "truncate":
+                        os.ftruncate(fd, at)
+                    else:
+                        _write_all(fd, b"\n")
+                    self._repair = None
                 size = os.fstat(fd).st_size
                 try:
                     if _fault("kill-mid-append", key):
