@@ -140,8 +140,9 @@ class Canary(socketserver.ThreadingTCPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-def hostile_kinds(arena: Arena, canary_port: int, capped: bool) -> dict[str, tuple[str, tuple]]:
-    """kind -> (scaffold source, the statuses the bwrap sandbox must record for the 2 items)."""
+def hostile_kinds(arena: Arena, canary_port: int, capped: bool) -> dict[str, tuple[str, Any]]:
+    """kind -> (scaffold source, the statuses the bwrap sandbox must record for the 2 items, or
+    a set of such tuples where either is containment)."""
     return {
         "walk_for_labels": (
             source(runner_cases.WALK, ids=list(LABELS)),
@@ -159,7 +160,8 @@ def hostile_kinds(arena: Arena, canary_port: int, capped: bool) -> dict[str, tup
             source(runner_cases.BOMB, bounded=not capped),
             ("timeout", "ok") if capped else ("ok", "ok"),
         ),
-        "allocate": (runner_cases.HOG, ("error", "ok")),
+        # MemoryError at the memory limit; on a loaded machine the 2 s item limit may come first
+        "allocate": (runner_cases.HOG, {("error", "ok"), ("timeout", "ok")}),
         "infinite_loop": (runner_cases.LOOP, ("timeout", "ok")),
         "fill_disk": (source(runner_cases.FILL, marker=arena.marker), ("error", "error")),
         "daemon_left": (runner_cases.BACKGROUND, ("ok", "ok")),
@@ -304,7 +306,10 @@ def soak(
     kinds = hostile_kinds(arena, canary.server_address[1], capped)
     names = list(kinds)
     limits = Limits(wall_s=60, memory_mb=512, max_procs=16, file_size_mb=4)
-    bomb_limits = Limits(wall_s=60, memory_mb=512, max_procs=8, file_size_mb=4)
+    special = {
+        "fork_bomb": Limits(wall_s=60, memory_mb=512, max_procs=8, file_size_mb=4),
+        "allocate": Limits(wall_s=60, memory_mb=256, max_procs=16, file_size_mb=4),
+    }
     model = ScriptedTaskModel({"rules": [{"match": "hello", "reply": "hi from the gateway"}]})
     runs: list[Run] = []
     rss: dict[int, int] = {}
@@ -328,7 +333,7 @@ def soak(
                         text,
                         box,
                         gateway,
-                        bomb_limits if kind == "fork_bomb" else limits,
+                        special.get(kind, limits),
                     )
                     time.sleep(0.02)  # a SIGKILLed process may take a moment to leave /proc
                     strays = running(str(arena.root))
@@ -389,9 +394,9 @@ def soak(
     )
 
 
-def _check(run: Run, expected: tuple[str, ...]) -> list[str]:
+def _check(run: Run, expected: Any) -> list[str]:
     out = []
-    if run.statuses != expected:
+    if run.statuses not in (expected if isinstance(expected, set) else {expected}):
         out.append(f"run {run.n} ({run.kind}): statuses {run.statuses} != {expected}: {run.errors}")
     if any(a == LABELS[i.id] for a, i in zip(run.answers, ITEMS, strict=True)):
         out.append(f"run {run.n} ({run.kind}): answered a private label")
