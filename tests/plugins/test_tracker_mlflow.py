@@ -121,6 +121,14 @@ def install_testkit(tmp_path: Path) -> Path:
     return site
 
 
+def register_testkit(register_plugin: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Register the test executor in this process (the CLI test installs it instead)."""
+    monkeypatch.syspath_prepend(str(install_testkit(tmp_path)))
+    import sia_tracker_testkit
+
+    register_plugin(sia_tracker_testkit, "testkit")
+
+
 def write_script(tmp_path: Path) -> Path:
     path = tmp_path / "script.json"
     path.write_text(json.dumps(SCRIPT), encoding="utf-8")
@@ -302,10 +310,7 @@ def test_a_lagging_tracker_logs_each_training_step_once(
 ) -> None:
     """The tracker's worker opens only after the weights generation has finished: the live
     progress events queued meanwhile and the step's train_log.jsonl still give each step once."""
-    monkeypatch.syspath_prepend(str(install_testkit(tmp_path)))
-    import sia_tracker_testkit
-
-    register_plugin(sia_tracker_testkit, "testkit")
+    register_testkit(register_plugin, monkeypatch, tmp_path)
 
     def wait_for_training(run: TrackedRun) -> None:
         events = run.run_dir / "events.jsonl"

@@ -16,11 +16,11 @@ from typing import Any
 import attrs
 import pytest
 
-from sia_core.loop import Loop, RunConfig
+from sia_core.loop import Loop
 from sia_core.runstore import RunStore
 from sia_core.trackers import TrackerObserver
 
-from .test_tracker_mlflow import GEN_FILES, STEPS, install_testkit, write_script
+from .test_tracker_mlflow import GEN_FILES, STEPS, register_testkit, tiny_config
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of checksummed chunks
 
@@ -97,19 +97,9 @@ def test_wandb_offline_logs_a_run_and_its_resume_to_one_run_id(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)  # default: inside the run folder
     monkeypatch.setenv("SIA_TRACKERS", "wandb")
-    monkeypatch.syspath_prepend(str(install_testkit(tmp_path)))
-    import sia_tracker_testkit
-
-    register_plugin(sia_tracker_testkit, "testkit")
-    config = RunConfig(
-        task="tiny-add",
-        task_dir=str(tiny_task_dir),
-        max_gen=2,
-        backend="scripted",
-        backend_settings={"script": str(write_script(tmp_path))},
-        sandbox="process",
-        executor="testkit",
-        test_eval="final",
+    register_testkit(register_plugin, monkeypatch, tmp_path)
+    config = attrs.evolve(
+        tiny_config(tiny_task_dir, tmp_path), max_gen=2, executor="testkit", test_eval="final"
     )
     store = RunStore.open(tmp_path / "runs", "1", create=True)
     register_plugin(TrackerObserver("wandb", WandbTracker), "tracker-wandb")
