@@ -1,20 +1,28 @@
 """RL on the CPU with the local SmolLM2: does training move the held-out reward, and how fast is it?
 
-(a) For each objective (grpo, ppo, entropic) a real job through the ``local`` executor trains a
-LoRA on lawbench's train split with its reference scaffold (``llm_choose``: the model picks the
-charge among 5 retrieved candidates). A fixed dev subset is scored greedily before and after.
-Noise: the same greedy eval twice (batching), two sampled evals (T = 1) with different seeds,
-and the paired standard error of the per-item change; an objective "beats the noise" when its
-dev change exceeds both 2 × paired SE and the seed-to-seed spread.
+(a) Each objective (grpo, ppo, entropic) trains a LoRA in a real job through the ``local``
+executor on a bundled task's train split, with a frozen scaffold as the rollout policy:
+``--task spaceship-titanic`` (default) uses ``benchmarks/scaffolds/spaceship_llm_yesno.py`` (the
+model sees one passenger's record and answers yes / no: its accuracy is the model's own),
+``--task lawbench`` the task's reference scaffold (``llm_choose``: the model picks the charge
+among 5 retrieved candidates). The jobs run ``--parallel`` at a time while the base model is
+scored; a fixed dev subset (the first ``--dev`` dev items by id) is scored greedily before and
+after. Noise: the same greedy eval twice, two sampled evals (T = 1) with different seeds, the
+paired standard error of the per-item change, and the spread of the change over training seeds
+(the first objective is trained with every seed in ``--seeds``). An objective "raised the dev
+reward" when every seed's change exceeds max(2 × paired SE, eval seed spread, training seed
+spread). Dev is only scored, never trained or selected on.
 
 (b) Seconds per optimizer step of our GRPO (the worker: scaffold rollouts through the gateway,
 batched generation, loss, AdamW) against trl's ``GRPOTrainer`` on the same model, prompts,
 batch (2 prompts × 4 completions), completion length (16), LoRA (r 16, all-linear), β / KL
 (0.04), learning rate and torch threads. The first step of each is warm-up and not counted.
 
-Prints markdown tables; asserts nothing. One training at a time; run it on a quiet machine::
+Prints markdown tables; asserts nothing. Run it on a machine with nothing else timed on it::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rl_cpu.py [--steps 12] [--lr 5e-5] [--dev 40]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rl_cpu.py [--skip-a | --skip-b]
+        [--task spaceship-titanic] [--steps 30] [--items 8] [--group-size 4] [--lr 1e-4]
+        [--dev 200] [--seeds 0,1] [--parallel 4]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,13 +89,16 @@ def log(msg: str) -> None:
 class Evaluator:
     """The base model in this process; scores the scaffold on a fixed dev subset."""
 
-    def __init__(self, task_dir: Path, n_dev: int, threads: int, work: Path) -> None:
+    def __init__(
+        self, task_dir: Path, scaffold: Path, n_dev: int, threads: int, work: Path
+    ) -> None:
         import torch
 
         from sia_train.model import load_base
 
         torch.set_num_threads(threads)
         self.task = load_task(task_dir)
+        self.scaffold = scaffold
         self.items = sorted(self.task.items("dev"), key=lambda i: i.id)[:n_dev]
         self.base, self.tokenizer = load_base(str(smollm2_gguf()), {}, "cpu")
         self.work = work
@@ -112,7 +124,7 @@ class Evaluator:
         try:
             with RolloutCollector(
                 task=self.task,
-                scaffold=self.task.reference_scaffold,
+                scaffold=self.scaffold,
                 policy=policy,
                 work_dir=self.work,
                 parallel=8,
@@ -127,7 +139,18 @@ class Evaluator:
             sample.source_id: self.task.score_answer("dev", sample.source_id, sample.answer)
             for sample, _ in pairs
         }
-        return scores, picked_ranks([result for _, result in pairs])
+        return scores, self.summary([result for _, result in pairs])
+
+    def summary(self, results: list[Any]) -> str:
+        """How the scaffold answered (lawbench: the candidate rank picked; else the answers)."""
+        if self.task.name == "lawbench":
+            return picked_ranks(results)
+        counts: dict[str, int] = {}
+        for result in results:
+            a = result.answer if result.status == "ok" else None
+            how = "yes" if a is True else "no" if a is False else "other"
+            counts[how] = counts.get(how, 0) + 1
+        return " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
 
 
 def picked_ranks(results: list[Any]) -> str:
@@ -150,10 +173,66 @@ def paired(before: dict[str, float], after: dict[str, float]) -> tuple[float, fl
     return statistics.fmean(diffs), se, sum(d != 0 for d in diffs)
 
 
+HERE = Path(__file__).resolve().parent
+TASKS = {  # task -> (package, the frozen scaffold: the benchmark's own, or the task's reference)
+    "spaceship-titanic": ("sia_task_spaceship_titanic", HERE / "scaffolds/spaceship_llm_yesno.py"),
+    "lawbench": ("sia_task_lawbench", None),
+}
+
+
+def train_job(
+    args: argparse.Namespace, task_dir: Path, scaffold: Path, name: str, seed: int, out: Path
+) -> TrainJob:
+    settings = {
+        "steps": args.steps,
+        "group_size": args.group_size,
+        "items_per_step": args.items,
+        "learning_rate": args.lr,
+        "lora_rank": args.rank,
+        "lora_alpha": 2 * args.rank,
+        "kl_coef": args.kl,
+        "temperature": args.temperature,
+        "max_tokens": 8,
+        "torch_threads": args.threads,
+        "checkpoint_every": 0,
+    }
+    return TrainJob(
+        job_id=f"bench-{name}-{seed}",
+        algorithm=name,
+        trainer=TRAINERS[name],
+        task_dir=str(task_dir),
+        scaffold=str(scaffold),
+        base_model=str(smollm2_gguf()),
+        out_dir=str(out),
+        seed=seed,
+        settings=settings,
+    )
+
+
 def part_a(args: argparse.Namespace, work: Path) -> list[str]:
-    task_dir = Path(str(resources.files("sia_task_lawbench") / "task"))
+    package, scaffold = TASKS[args.task]
+    task_dir = Path(str(resources.files(package) / "task"))
+    scaffold = scaffold or task_dir / "reference" / "reference_target_agent.py"
+    seeds = [int(x) for x in args.seeds.split(",")]
+    names = args.objectives.split(",")
+    # the first objective is trained with every seed (training-run noise), the others with one
+    jobs = [
+        (name, seed, train_job(args, task_dir, scaffold, name, seed, work / f"train-{name}-{seed}"))
+        for name in names
+        for seed in (seeds if name == names[0] else seeds[:1])
+    ]
+    log(f"training {len(jobs)} jobs, {args.parallel} at a time: {jobs[0][2].settings}")
+    t1 = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=args.parallel)
+    futures = [
+        pool.submit(
+            LocalExecutor().run, job, lambda e, n=name, s=seed: log(f"  {n}/{s} {json.dumps(e)}")
+        )
+        for name, seed, job in jobs
+    ]
+    # the base model is scored while the jobs train (the evaluator is this process)
     t0 = time.monotonic()
-    ev = Evaluator(task_dir, args.dev, args.threads, work / "eval")
+    ev = Evaluator(task_dir, scaffold, args.dev, args.threads, work / "eval")
     base, base_picks = ev.run(None, "base")
     base2, _ = ev.run(None, "base-again")
     s0, _ = ev.run(None, "sampled-0", temperature=1.0, seed=0)
@@ -165,64 +244,79 @@ def part_a(args: argparse.Namespace, work: Path) -> list[str]:
     )
     seed_spread = abs(mean(s0.values()) - mean(s1.values()))
     n = len(base)
-    rows = [
-        f"Dev subset: first {n} lawbench dev items (by id), reference scaffold `llm_choose`, "
-        f"greedy. Base model: {mean(base.values()):.3f} (same eval again: "
-        f"{mean(base2.values()):.3f}); sampled at T = 1 with two seeds: "
-        f"{mean(s0.values()):.3f} / {mean(s1.values()):.3f} (spread {seed_spread:.3f}). "
-        f"Base model's picks (candidate rank chosen; `no choice`: the neighbours agreed, or the "
-        f"reply named no candidate): {base_picks}. One eval of {n} items: {eval_s:.0f} s. "
-        f"Load average at the start: {load()}.",
-        "",
-        "| objective | steps × rollouts | train reward first → last step | dev before | dev after "
-        "| Δ dev | paired SE | items changed | beats noise? | model's picks after | s/step "
-        "| train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in args.objectives.split(","):
-        out = work / f"train-{name}"
-        settings = {
-            "steps": args.steps,
-            "group_size": args.group_size,
-            "items_per_step": args.items,
-            "learning_rate": args.lr,
-            "lora_rank": args.rank,
-            "lora_alpha": 2 * args.rank,
-            "kl_coef": args.kl,
-            "max_tokens": 8,
-            "torch_threads": args.threads,
-            "checkpoint_every": 0,
-        }
-        job = TrainJob(
-            job_id=f"bench-{name}",
-            algorithm=name,
-            trainer=TRAINERS[name],
-            task_dir=str(task_dir),
-            scaffold=str(task_dir / "reference" / "reference_target_agent.py"),
-            base_model=str(smollm2_gguf()),
-            out_dir=str(out),
-            seed=args.seed,
-            settings=settings,
-        )
-        log(f"training {name}: {settings}")
-        result = LocalExecutor().run(job, lambda e: log(f"  {json.dumps(e)}"))
+    results = [f.result() for f in futures]
+    pool.shutdown()
+    train_wall = time.monotonic() - t1
+    after_of: dict[tuple[str, int], dict[str, float]] = {}
+    rows = []
+    for (name, seed, job), result in zip(jobs, results, strict=True):
         if result.status != "ok":
-            rows.append(f"| {name} | failed: {result.error.splitlines()[0]} |" + " |" * 10)
+            rows.append(f"| {name} | {seed} | failed: {result.error.splitlines()[0]} |" + " |" * 10)
             continue
-        after, picks = ev.run(result.adapter, f"after-{name}")
+        after, picks = ev.run(result.adapter, f"after-{name}-{seed}")
+        after_of[name, seed] = after
         delta, se, changed = paired(base, after)
-        lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        lines = [
+            json.loads(x) for x in (Path(job.out_dir) / "train_log.jsonl").read_text().splitlines()
+        ]
+        first = mean(x["reward_mean"] for x in lines[:5])
+        last = mean(x["reward_mean"] for x in lines[-5:])
         m = result.metrics
-        beats = abs(delta) > max(2 * se, seed_spread) and delta != 0
         rows.append(
-            f"| {name} | {args.steps} × {args.group_size * args.items} "
-            f"| {lines[0]['reward_mean']:.2f} → {lines[-1]['reward_mean']:.2f} "
+            f"| {name} | {seed} | {args.steps} × {args.group_size * args.items} "
+            f"| {first:.2f} → {last:.2f} "
             f"| {mean(base.values()):.3f} | {mean(after.values()):.3f} | {delta:+.3f} "
-            f"| {se:.3f} | {changed}/{n} | {'yes' if beats else 'no'} | {picks} "
+            f"| {se:.3f} | {changed}/{n} | {picks} "
             f"| {m['seconds_per_step']:.1f} | {m['seconds']:.0f} |"
         )
         log(rows[-1])
-    return [*rows, "", f"Load average at the end: {load()}."]
+    # training-run noise: the spread of Δ dev over the seeds of the first objective, applied
+    # to every objective (the others are trained with one seed)
+    delta_of = {key: paired(base, after)[0] for key, after in after_of.items()}
+    first_runs = [delta_of[names[0], seed] for seed in seeds if (names[0], seed) in delta_of]
+    train_spread = max(first_runs) - min(first_runs) if len(first_runs) > 1 else None
+    verdicts = []
+    for name in names:
+        runs = [after_of[name, seed] for seed in seeds if (name, seed) in after_of]
+        if not runs:
+            continue
+        deltas = [paired(base, after)[0] for after in runs]
+        two_se = 2 * max(paired(base, after)[1] for after in runs)
+        bar = max(two_se, seed_spread, train_spread or 0.0)
+        raised = min(deltas) > bar
+        verdicts.append(
+            f"| {name} | {', '.join(f'{d:+.3f}' for d in deltas)} | {two_se:.3f} "
+            f"| {seed_spread:.3f} | {'n/a' if train_spread is None else f'{train_spread:.3f}'} "
+            f"| {bar:.3f} | {'**yes**' if raised else 'no'} |"
+        )
+    return [
+        f"Task {args.task}, frozen scaffold `{scaffold.relative_to(HERE.parent) if scaffold.is_relative_to(HERE.parent) else scaffold.name}`. "
+        f"Dev subset: first {n} dev items (by id), greedy. Base model: {mean(base.values()):.3f} "
+        f"(same eval again: {mean(base2.values()):.3f}); sampled at T = 1 with two seeds: "
+        f"{mean(s0.values()):.3f} / {mean(s1.values()):.3f} (spread {seed_spread:.3f}). "
+        f"Base model's answers: {base_picks}. One eval of {n} items: {eval_s:.0f} s. "
+        f"Load average at the start: {load()}.",
+        "",
+        f"Training: lr {args.lr}, KL {args.kl}, LoRA r {args.rank}, {args.items} train items × "
+        f"{args.group_size} rollouts per step, {args.parallel} job(s) at a time; all training "
+        f"took {train_wall / 60:.1f} min wall.",
+        "",
+        "| objective | seed | steps × rollouts | train reward (first 5 → last 5 steps) "
+        "| dev before | dev after | Δ dev | paired SE | items changed | answers after | s/step "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Raised beyond noise? Every seed's Δ dev must exceed the bar = max(2 × paired SE, "
+        f"sampled-eval seed spread, spread of Δ over the training seeds of {names[0]}).",
+        "",
+        "| objective | Δ dev per seed | 2 × paired SE | eval seed spread | training-seed spread "
+        "| bar | raised? |",
+        "|---|---|---|---|---|---|---|",
+        *verdicts,
+        "",
+        f"Load average at the end: {load()}.",
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,14 +490,18 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="spaceship-titanic")
     parser.add_argument("--objectives", default="grpo,ppo,entropic")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--seeds", default="0,1", help="training seeds (first objective: all)")
+    parser.add_argument("--parallel", type=int, default=4, help="training jobs at a time")
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--group-size", type=int, default=4)
-    parser.add_argument("--items", type=int, default=2, help="train items per step")
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--items", type=int, default=8, help="train items per step")
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--kl", type=float, default=0.04)
+    parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling")
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--dev", type=int, default=40, help="dev items scored")
+    parser.add_argument("--dev", type=int, default=200, help="dev items scored")
     parser.add_argument("--timing-steps", type=int, default=6)
     parser.add_argument("--timing-rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1))
@@ -424,7 +522,7 @@ def main() -> None:
             print("### (b) seconds per GRPO step: sia worker vs trl\n")
             print("\n".join(part_b(args, work)) + "\n", flush=True)
         if not args.skip_a:
-            print("### (a) lawbench dev reward before / after training\n")
+            print(f"### (a) {args.task} dev reward before / after training\n")
             print("\n".join(part_a(args, work)) + "\n", flush=True)
     finally:
         if args.keep is None:

@@ -272,6 +272,118 @@ def test_micro_batches_give_the_whole_batch_update(agg: str) -> None:
         assert math.isclose(whole_stats[key], split_stats[key], rel_tol=1e-4, abs_tol=1e-7), key
 
 
+def test_shared_prompt_forward_equals_the_plain_forward() -> None:
+    """Running a prompt once for the calls that share it (KV cache repeated per call) gives the
+    plain per-call pass's log-probabilities, hidden states and LoRA gradients."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sia_train.rollouts import CallRecord
+    from sia_train.worker import _completion_forward, _plain_forward
+
+    rng = random.Random(3)
+    prompts = [[rng.randint(1, 49) for _ in range(n)] for n in (4, 9, 6)]
+    calls = [
+        CallRecord(
+            key="",
+            prompt_ids=list(prompts[k % 3]),
+            completion_ids=[rng.randint(1, 49) for _ in range(n)],
+            old_logp=[-1.0] * n,
+            text="",
+            finish_reason="length",
+        )
+        for k, n in enumerate([1, 3, 5, 2, 1, 4, 3])  # lengths 1..5; prompt 0 three times
+    ]
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(LlamaForCausalLM(config), lora)
+    mask = torch.tensor(
+        [[1.0] * len(c.completion_ids) + [0.0] * (5 - len(c.completion_ids)) for c in calls]
+    )
+    weights = torch.randn(len(calls), 5)
+
+    def run(forward: Any) -> tuple[Any, Any, dict[str, Any]]:
+        model.zero_grad()
+        logp, hidden = forward(model, calls, 0.7, 0, torch.device("cpu"))
+        ((logp * weights * mask).sum() + (hidden.sum(-1) * mask).sum() * 0.01).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return logp.detach(), hidden.detach(), grads
+
+    shared, plain = run(_completion_forward), run(_plain_forward)
+    on = mask.bool()
+    assert torch.allclose(shared[0][on], plain[0][on], atol=1e-5)
+    assert torch.allclose(shared[1][on], plain[1][on], atol=1e-5)
+    assert any(float(g.abs().max()) > 1e-6 for g in plain[2].values())
+    for name, grad in plain[2].items():
+        assert torch.allclose(shared[2][name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_shared_prefill_generates_what_the_plain_generate_does() -> None:
+    """Rollouts of one item share their prompt: its prefill runs once (one row per distinct
+    prompt) and ``generate`` then feeds one token per row; tokens and logits are unchanged."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sia_train.rollouts import _cache_kwarg, _shared_prefill
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    rng = random.Random(0)
+    prompts = [[rng.randint(2, 49) for _ in range(n)] for n in (4, 9, 6)]
+    rows = [prompts[k % 3] for k in range(7)]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in rows])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows])
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": 5,
+        "do_sample": False,
+        "pad_token_id": 0,
+        "eos_token_id": None,
+        "output_logits": True,
+        "return_dict_in_generate": True,
+        "temperature": None,
+        "top_k": None,
+        "top_p": None,
+    }
+    fed: list[int] = []
+    model.model.register_forward_pre_hook(
+        lambda _m, _a, k: fed.append(int(k["input_ids"].numel())), with_kwargs=True
+    )
+    with torch.no_grad():
+        plain = model.generate(input_ids=ids, attention_mask=attention, **kwargs)
+        fed.clear()
+        cache = _shared_prefill(model, ids, attention)
+        shared = model.generate(
+            input_ids=ids, attention_mask=attention, **{_cache_kwarg(model): cache}, **kwargs
+        )
+        assert _shared_prefill(model, ids[:3], attention[:3]) is None  # nothing shared
+    assert fed[:2] == [3 * (width - 1), 7]  # distinct prompts once, then one token per row
+    assert torch.equal(plain.sequences, shared.sequences)
+    for a, b in zip(plain.logits, shared.logits, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # GGUF -> HF conversion
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ torch is imported inside the functions; importing this module is cheap.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -363,6 +364,9 @@ class PolicyTaskModel:
             kwargs.update(temperature=None, top_k=None, top_p=None)
         self.model.eval()
         with torch.no_grad():
+            cache = _shared_prefill(self.model, input_ids, attention)
+            if cache is not None:
+                kwargs[_cache_kwarg(self.model)] = cache
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
             tokens = out.sequences[:, width:]
             logits = torch.stack(out.logits, dim=1).float()
@@ -395,6 +399,41 @@ class PolicyTaskModel:
         self.generate_seconds += time.monotonic() - t0
         self.batches += 1
         return records
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.x; ``generate`` follows ``forward``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _shared_prefill(model: Any, input_ids: Any, attention: Any) -> Any:
+    """A KV cache of the prompts but their last token, each distinct prompt run once.
+
+    The G rollouts of an item send the same prompt: its prefill is done once and the cache rows
+    repeated (``generate`` then runs only the last prompt token and the new ones). ``None`` when
+    no two prompts are the same (``generate`` prefills as usual).
+    """
+    import torch
+
+    rows = [tuple(r) for r in input_ids.tolist()]
+    owner: dict[tuple[int, ...], int] = {}
+    for row in rows:
+        owner.setdefault(row, len(owner))
+    if len(owner) == len(rows) or input_ids.shape[1] < 2:
+        return None
+    first = [rows.index(row) for row in owner]
+    ids, mask = input_ids[first, :-1], attention[first, :-1]
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+    )
+    cache = getattr(out, "cache", None)
+    cache = out.past_key_values if cache is None else cache
+    cache.reorder_cache(torch.tensor([owner[row] for row in rows], device=input_ids.device))
+    return cache
 
 
 def _apply_stop(
