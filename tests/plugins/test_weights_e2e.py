@@ -35,20 +35,11 @@ from typing import Any
 import pytest
 
 from tests.core.test_resume import install_killer
+from tests.plugins.test_train_worker import SHAPED_SCORER, TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TINY = Path(__file__).resolve().parents[2] / "sia_core/src/sia_core/testing/tiny_task"
 DEV_ITEMS = 6
-SHAPED_SCORER = '''
-def score_item(answer, label, item):
-    """1 for the right sum, less the further off; 0 without a number."""
-    try:
-        got = int(answer)
-    except (TypeError, ValueError):
-        return 0.0
-    return max(0.0, 1.0 - abs(got - int(label)) / max(1, abs(int(label))))
-'''
 # Training settings that surely move a greedy completion. AdamW's first update moves every
 # parameter with a nonzero gradient by about the learning rate (m / sqrt(v) = +-1 after bias
 # correction), so lr 1e-2 changes each LoRA weight by ~1e-2 (SIA's 4e-5 would take hundreds of
@@ -120,6 +111,10 @@ def weights_run_args(task: Path, runs: Path, steps: int, *extra: str) -> list[st
     for key, value in TRAIN_OPTS.items():
         args += ["--train-opt", f"{key}={value}"]
     return args
+
+
+def text(reply: dict[str, Any]) -> str:
+    return str(reply["choices"][0]["message"]["content"])
 
 
 def read_json(path: Path) -> Any:
@@ -322,3 +317,61 @@ def test_sigkill_during_training_then_resume(shaped_task: Path, tmp_path: Path) 
 
     # and the run finished with the adapter served
     assert_serves_its_adapter(root)
+
+
+# --------------------------------------------------------------------------------------------
+# --task_model: an HF model folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_hf_folder_task_model_is_served_and_takes_adapters(
+    weights_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HF folder (here: the fp32 folder the trainer made of SmolLM2) is converted to a GGUF
+    with llama.cpp's converter and served; the trainer gets the folder itself; an adapter is
+    converted against the folder and served on top of it."""
+    from sia_backend_local.backend import LocalBackend
+    from sia_backend_local.convert import ADAPTER_GGUF
+    from sia_backend_local.server import smollm2_gguf
+    from sia_core.backend import BackendOptions
+    from sia_train.model import gguf_to_hf
+
+    folder = gguf_to_hf(smollm2_gguf())  # cached: the weights run's worker converted it
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SIA_CACHE_DIR", str(cache))  # the GGUF made of the folder goes here
+    backend = LocalBackend(BackendOptions(task_model=str(folder), run_dir=str(tmp_path)))
+    try:
+        model = backend.task_model()
+        assert model.trainable and model.base_model == str(folder.resolve())
+        assert model.name == folder.name
+        assert model.gguf.parent == cache / "gguf" and model.gguf.stat().st_size > 100_000_000
+        assert backend.task_model() is model  # converted once per run
+        ask = {
+            "messages": [
+                {"role": "user", "content": "What is the capital of France? Answer in one word."}
+            ],
+            "temperature": 0.0,
+            "max_tokens": 16,
+        }
+        assert "Paris" in text(model.chat(ask))
+        # gen 1's dev requests (greedy): the adapter was trained on such sums
+        requests = [c["request"] for c in calls_by_item(weights_run, 1).values()]
+        base = [text(model.chat(r)) for r in requests]  # all before the switch: one restart
+
+        # the weights run's adapter, without the GGUF LoRA converted against the default model
+        adapter = tmp_path / "adapter"
+        shutil.copytree(weights_run / "gen_2/adapter", adapter)
+        (adapter / ADAPTER_GGUF).unlink()
+        tuned = model.with_adapter(str(adapter))
+        assert tuned.adapter == str(adapter) and tuned.base_model == model.base_model
+        assert (adapter / ADAPTER_GGUF).is_file()
+        server_log = (tmp_path / "local_model_server.log").read_text(errors="replace")
+        assert f"--model {model.gguf}" in server_log
+        assert f"--lora_path {adapter / ADAPTER_GGUF}" in server_log
+        after = [text(tuned.chat(r)) for r in requests]
+        assert sum(a != b for a, b in zip(base, after, strict=True)) >= DEV_ITEMS // 2, (
+            base,
+            after,
+        )
+    finally:
+        backend.close()

@@ -1,0 +1,127 @@
+"""``--task_model`` for the local backend: what it accepts, and one clear line for the rest.
+
+Nothing here starts a model server (the served HF folder is tested in test_weights_e2e.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sia_backend_local.backend import MODEL_NAME, LocalBackend
+from sia_backend_local.convert import (
+    ADAPTER_GGUF,
+    check_hf_folder,
+    convert_peft_to_gguf,
+    hf_folder_key,
+    looks_like_hf_id,
+)
+from sia_backend_local.server import smollm2_gguf
+from sia_core.backend import BackendOptions
+from sia_core.errors import SiaError
+
+
+def backend(task_model: str | None) -> LocalBackend:
+    return LocalBackend(BackendOptions(task_model=task_model))
+
+
+def test_default_and_gguf_file_are_served_as_they_are(tmp_path: Path) -> None:
+    for wanted in (None, "smollm2", MODEL_NAME):
+        model = backend(wanted).task_model()
+        assert model.name == MODEL_NAME and model.trainable
+        assert model.base_model == str(smollm2_gguf()) and model.gguf == smollm2_gguf()
+    copy = tmp_path / "mine.gguf"
+    copy.symlink_to(smollm2_gguf())
+    model = backend(str(copy)).task_model()
+    assert model.name == "mine" and model.base_model == str(copy.resolve())
+
+
+@pytest.mark.parametrize(
+    ("wanted", "message"),
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", "HF_HUB_OFFLINE=1"),
+        ("./no/such/model", "a .gguf file, an HF model folder or an HF hub id"),
+        ("model.gguf", "a .gguf file, an HF model folder or an HF hub id"),
+    ],
+)
+def test_what_cannot_be_served_is_one_line(wanted: str, message: str) -> None:
+    with pytest.raises(SiaError, match=message.replace(".", r"\.")) as info:
+        backend(wanted).task_model()
+    assert "\n" not in str(info.value) and repr(wanted) in str(info.value)
+
+
+def test_hf_folder_without_weights_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SiaError, match=r"needs a config\.json"):
+        backend(str(tmp_path)).task_model()
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SiaError, match="has no weights"):
+        check_hf_folder(tmp_path)
+
+
+def test_hf_folder_key_follows_the_weights(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"0" * 10)
+    key = hf_folder_key(tmp_path, "q8_0")
+    assert hf_folder_key(tmp_path, "q8_0") == key and hf_folder_key(tmp_path, "f16") != key
+    time.sleep(0.01)
+    (tmp_path / "model.safetensors").write_bytes(b"1" * 10)
+    assert hf_folder_key(tmp_path, "q8_0") != key
+
+
+def test_hub_ids_are_told_from_paths() -> None:
+    assert looks_like_hf_id("HuggingFaceTB/SmolLM2-135M-Instruct") and looks_like_hf_id("gpt2")
+    for not_id in ("./x", "/abs/path", "a/b/c", "x.gguf", "~/m", ""):
+        assert not looks_like_hf_id(not_id)
+
+
+def test_cached_adapter_gguf_is_reused_until_the_adapter_changes(tmp_path: Path) -> None:
+    """A GGUF LoRA newer than the adapter is served as it is (no converter is needed for that);
+    one older than the adapter's weights (the folder was trained again) is converted anew."""
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"w")
+    time.sleep(0.01)
+    (tmp_path / ADAPTER_GGUF).write_bytes(b"gguf")
+    os.environ["SIA_LLAMA_CONVERT_DIR"] = str(tmp_path / "no-converter")
+    try:
+        assert convert_peft_to_gguf(tmp_path, tmp_path) == tmp_path / ADAPTER_GGUF
+        time.sleep(0.01)
+        (tmp_path / "adapter_model.safetensors").write_bytes(b"w2")
+        with pytest.raises(SiaError, match=r"convert_lora_to_gguf\.py is not in"):
+            convert_peft_to_gguf(tmp_path, tmp_path)
+    finally:
+        del os.environ["SIA_LLAMA_CONVERT_DIR"]
+    with pytest.raises(SiaError, match="not a peft adapter folder"):
+        convert_peft_to_gguf(tmp_path / "nothing", tmp_path)
+
+
+def test_cli_hub_id_offline_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sia_core.cli",
+            "--task",
+            "tiny-add",
+            "--backend",
+            "local",
+            "--task_model",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--max_gen",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sia: error:")]
+    assert len(errors) == 1 and "HF_HUB_OFFLINE=1" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
