@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from sia_core.testing.openai_stub import OpenAIStub, echo_last_user
 from tests.core.test_plugins import make_fake_dist
 
-from .common import final_state, sia
+from .common import final_state, last_line, sia
 
 DATA = Path(__file__).parent / "data"
 CORE_DATA = Path(__file__).parents[1] / "core/data"
@@ -266,3 +267,39 @@ def test_meta_and_feedback_model_faults(site: Path, tmp_path: Path) -> None:
         assert (root / f"gen_{gen}/rejected_target_agent.py").exists()
     assert (root / "gen_7/target_agent.py").read_text() == GOOD  # the loop went on to a good one
     assert json.loads((root / "run.json").read_text())["status"] == "finished"
+
+
+# --------------------------------------------------------------------------------------------
+# a task model that is down
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_task_model_down_stops_the_run_and_resume_finishes_it(site: Path, tmp_path: Path) -> None:
+    """Every call failing upstream is a broken server, not a bad scaffold: the run stops with one
+    line before scoring zeros; once the server is up, resume equals an uninterrupted run."""
+    env = {"PYTHONPATH": str(site)}
+    correct = lambda body: str(eval(_question(body) or "0"))  # noqa: E731
+    with OpenAIStub(reply=correct) as up:
+        ref = sia(args(tmp_path / "ref", up.url, max_gen=2), env=env)
+        assert ref.returncode == 0, ref.stderr
+    port = free_port()
+    runs = tmp_path / "runs"
+    down = sia(args(runs, f"http://127.0.0.1:{port}/v1", max_gen=2), env=env)
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert last_line(down.stderr).startswith(
+        "sia: error: generation 1: all 24 task-model calls failed (task model stub-task: "
+        f"upstream error 502: cannot reach http://127.0.0.1:{port}/v1: ConnectionRefusedError"
+    )
+    assert last_line(down.stderr).endswith("fix the task model's server, then `sia resume 1`")
+    assert not (runs / "run_1/gen_1/metrics.json").exists(), "nothing was scored"
+    with OpenAIStub(reply=correct, port=port):
+        resumed = sia(["resume", "1", "--runs-dir", str(runs)], env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert final_state(runs / "run_1") == final_state(tmp_path / "ref/run_1")

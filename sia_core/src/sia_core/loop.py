@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -819,6 +820,7 @@ class Loop:
         every = self.config.test_eval == "every"
         items = self.task.items("dev") + (self.task.items("test") if every else [])
         results, program, calls, usage = self._execute(gen, items, gdir / "work")
+        self._check_task_model(gen, calls)
         dev = [r for r in results if r.split == "dev"]
         test = [r for r in results if r.split == "test"]
         test_ids = {r.item_id for r in test}
@@ -847,10 +849,24 @@ class Loop:
             "llm_calls": usage.get("calls", 0),
         }
 
+    def _check_task_model(self, gen: int, calls: list[Any]) -> None:
+        """Stop the run (this step unfinished) when every task-model call failed upstream.
+
+        Unreachable, timing out, 5xx or rate-limited on every call is a broken model server, not
+        a bad scaffold: scoring it would spend a generation on zeros.
+        """
+        upstream = re.compile(r"upstream error (?:429|5\d\d)\b")
+        if calls and all(c.status == "error" and upstream.search(c.error or "") for c in calls):
+            raise SiaError(
+                f"generation {gen}: all {len(calls)} task-model calls failed ({calls[0].error}); "
+                f"fix the task model's server, then `sia resume {self.store.run_id}`"
+            )
+
     def _final_test(self, gen: int) -> tuple[None, dict[str, Any]]:
         """Score a generation on the sealed test split once, after the loop (report only)."""
         gdir = self.store.gen_dir(gen)
         results, _, calls, usage = self._execute(gen, self.task.items("test"), gdir / "work_test")
+        self._check_task_model(gen, calls)
         self._write_execution(
             gdir / SEALED / "agent_execution_test.json", gen, results, calls, usage, None
         )
