@@ -6,13 +6,21 @@ looked for by name where the hostile scaffolds write them (the benchmark also sn
 from __future__ import annotations
 
 import importlib.util
+import json
 import statistics
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .harness import SANDBOXES
+from sia_core.gateway import Gateway
+from sia_core.runner import RunSpec, run_items
+from sia_core.sandbox import Limits
+from sia_core.scripted import ScriptedTaskModel
+
+from .harness import ITEMS, SANDBOXES, Arena, make_sandbox
 
 BENCH = Path(__file__).parents[2] / "benchmarks/bench_soak.py"
 
@@ -44,3 +52,44 @@ def test_short_soak_leaves_nothing_behind(sandbox: str, tmp_path: Path) -> None:
     # both sandboxes measured in this process, paired run for run
     assert len(result.paired_s["bwrap"]) == len(result.paired_s["process"]) == n_runs // 2
     assert statistics.median(result.paired_s["bwrap"]) > 0
+
+
+LEAK_TOKEN = """
+import os
+
+def solve(item, ctx):
+    ctx.llm("hello")
+    return os.environ["OPENAI_API_KEY"]  # a scaffold could also hand it to a process it left
+"""
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_a_dead_workers_gateway_token_stops_working(sandbox: str, arena: Arena) -> None:
+    """The gateway forgets each worker's key when the worker is gone: the orchestrator's memory
+    does not grow with the workers of a long run, and a leaked key is worthless afterwards."""
+    results, calls = arena.run_scaffold(sandbox, LEAK_TOKEN, items=ITEMS[:1])
+    (result,) = results
+    assert result.status == "ok" and result.answer.startswith("sia-") and len(calls) == 1
+    with Gateway(ScriptedTaskModel()) as gateway:
+        gateway.begin(1)
+        spec = RunSpec(
+            scaffold_path=arena.gen / "target_agent.py",
+            work_dir=arena.root / "work-2",
+            public_dir=arena.public,
+            parallel=1,
+            limits=Limits(wall_s=60),
+        )
+        (leaked,) = run_items(spec, ITEMS[:1], sandbox=make_sandbox(sandbox), gateway=gateway)
+        body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+        request = urllib.request.Request(
+            gateway.url + "/chat/completions",
+            data=body,
+            headers={
+                "Authorization": f"Bearer {leaked.answer}",
+                "Content-Type": "application/json",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401 and b"unknown API key" in refused.value.read()
+        assert gateway._tokens == {}  # nothing kept per worker

@@ -416,6 +416,11 @@ class Gateway:
             self._tokens[token] = None
         return token
 
+    def revoke(self, token: str) -> None:
+        """Forget a worker's token once the worker is gone (later calls with it are refused)."""
+        with self._lock:
+            self._tokens.pop(token, None)
+
     def assign(self, token: str, item_id: str | None) -> None:
         """Attribute later calls made with ``token`` to ``item_id`` (``None``: to no item)."""
         with self._lock:

@@ -120,6 +120,13 @@ def scaffold_kind(path: Path) -> Literal["per_item", "program"]:
 # --------------------------------------------------------------------------------------------
 
 
+def _revoke(gateway: Gateway | None, token: str) -> None:
+    """A dead worker's gateway token stops working (and stops taking memory in the gateway)."""
+    revoke = getattr(gateway, "revoke", None)
+    if token and callable(revoke):
+        revoke(token)
+
+
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -431,6 +438,7 @@ class _ItemRun:
 
     def retire(self, worker: _Worker) -> None:
         worker.close()
+        _revoke(self.gateway, worker.token)
         with self.lock:
             self.live.discard(worker)
 
@@ -641,6 +649,7 @@ def run_program(spec: RunSpec, *, sandbox: Sandbox, gateway: Gateway | None) -> 
         stdout_path=log_path,
         stderr_path=log_path,
     )
+    _revoke(gateway, token)
     if done.timed_out:
         return ProgramResult(
             status="timeout",
