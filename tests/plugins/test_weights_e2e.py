@@ -37,7 +37,8 @@ import pytest
 from tests.core.test_resume import install_killer
 from tests.plugins.test_train_worker import SHAPED_SCORER, TINY
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# minutes on 2 quiet cores; up to ~5 per test on a machine 10x oversubscribed
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 DEV_ITEMS = 6
 # Training settings that surely move a greedy completion. AdamW's first update moves every
