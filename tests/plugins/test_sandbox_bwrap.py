@@ -539,3 +539,32 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+@pytest.mark.slow
+def test_relay_keeps_a_slow_model_call_open(tmp_path: Path) -> None:
+    """A model call answered after more than the relay's 10 s connect timeout still arrives."""
+    from sia_sandbox_bwrap.sandbox import _HostRelay
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_late() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(100)
+            threading.Event().wait(11.5)
+            conn.sendall(b"late answer")
+
+    threading.Thread(target=answer_late, daemon=True).start()
+    relay = _HostRelay(tmp_path / "gw.sock", "127.0.0.1", port)
+    try:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(30)
+        client.connect(str(tmp_path / "gw.sock"))
+        client.sendall(b"question")
+        assert client.recv(100) == b"late answer"
+        client.close()
+    finally:
+        relay.close()
+        server.close()

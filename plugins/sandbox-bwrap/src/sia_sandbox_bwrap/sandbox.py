@@ -250,6 +250,13 @@ def _scratch_files(scratch: Path, home: str) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------
 
 
+def _connect_untimed(target: tuple[str, int]) -> socket.socket:
+    """Connect within 10 s, then block without a timeout: a model call may take minutes."""
+    sock = socket.create_connection(target, 10.0)
+    sock.settimeout(None)
+    return sock
+
+
 class _HostRelay:
     """A Unix socket in a private folder whose connections are forwarded to a TCP address."""
 
@@ -258,7 +265,7 @@ class _HostRelay:
         listener.bind(str(path))
         listener.listen(64)
         target = ("127.0.0.1" if host == "localhost" else host, port)
-        self.relay = Relay(listener, functools.partial(socket.create_connection, target, 10.0))
+        self.relay = Relay(listener, functools.partial(_connect_untimed, target))
         self.relay.start()
 
     def close(self) -> None:
