@@ -586,6 +586,14 @@ def training_section(run: RunInfo) -> str:
             )
             if k in t.settings
         )
+        zero = [s.get("zero_variance_groups") for s in t.steps]
+        groups = as_int(t.settings.get("items_per_step"))
+        if zero and all(isinstance(z, int) for z in zero):
+            facts.append(
+                "zero-variance reward groups per step: "
+                + ", ".join(str(z) for z in zero)
+                + (f" (of {groups})" if groups else "")
+            )
         body = f"<p class='small'>{escape(' · '.join(facts))}</p>"
         if settings:
             body += f"<p class='small'>settings: {escape(settings)}</p>"
