@@ -229,3 +229,42 @@ def test_public_task_files_are_readable_private_ones_not(stub: OpenAIStub, tmp_p
     labels = (src / "data/private/dev_labels.jsonl").read_text().splitlines()[0]
     assert labels not in "\n".join(json.dumps(b) for b in script.bodies)
     assert out.decision.rationale == "seen enough"
+
+
+def test_native_tool_calls_through_litellms_anthropic_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a model that has native tool calling, OpenHands sends the tools as tool definitions
+    and reads tool_use blocks: here over the Anthropic Messages API (sia's stub on loopback)."""
+    from sia_core.testing.anthropic_stub import AnthropicStub
+
+    script = [
+        {"tool_use": {"name": "write_scaffold", "input": {"code": IMPROVED}}},
+        {
+            "tool_use": {
+                "name": "decide",
+                "input": {"rationale": "native tools work", "improvement_md": "# native\n"},
+            }
+        },
+    ]
+    monkeypatch.setenv("SIA_TEST_ANTHROPIC_KEY", "sk-ant-openhands")
+    with AnthropicStub(script, api_key="sk-ant-openhands") as stub:
+        b = backend(
+            "anthropic/claude-haiku-4-5",
+            base_url=stub.url,
+            api_key_env="SIA_TEST_ANTHROPIC_KEY",
+            max_turns=4,
+        )
+        assert b.native_tool_calling is True
+        out = b.meta(meta_request(tmp_path / "gen_1"))
+        b.close()
+        reqs = stub.requests
+    assert out.scaffold == IMPROVED and out.decision.rationale == "native tools work"
+    assert out.improvement_md == "# native\n"
+    assert len(reqs) == 2 and reqs[0]["path"] == "/v1/messages"
+    body = reqs[0]["body"]
+    assert body["model"] == "claude-haiku-4-5"
+    names = [t["name"] for t in body["tools"]]
+    assert {"list_files", "read_file", "write_scaffold", "test_scaffold", "decide"} <= set(names)
+    result = json.dumps(reqs[1]["body"]["messages"][-1])
+    assert "tool_result" in result and "saved target_agent.py" in result
