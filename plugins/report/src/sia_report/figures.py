@@ -91,6 +91,8 @@ def training_png(run: RunInfo, path: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(len(rows), 3, figsize=(10, 2.6 * len(rows)), dpi=150, squeeze=False)
     try:
         for (ax_r, ax_k, ax_l), g in zip(axes, rows, strict=True):
@@ -113,6 +115,7 @@ def training_png(run: RunInfo, path: Path) -> Path | None:
             )
             ax_l.set_title("loss", fontsize=9)
             for ax in (ax_r, ax_k, ax_l):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_xlabel("step", fontsize=8)
                 ax.grid(alpha=0.3)
                 ax.tick_params(labelsize=7)
