@@ -56,7 +56,10 @@ class Script:
 
 
 def adaptive(body: dict[str, Any]) -> str:
-    """Write the improved scaffold once, then decide (works for both roles)."""
+    """Write the improved scaffold once, then decide (works for both roles); a task-model call
+    (no agent system prompt) gets "42"."""
+    if "of sia, a framework" not in all_text(body):
+        return "42"
     if "saved target_agent.py" not in all_text(body):
         return fn_call("write_scaffold", code=IMPROVED)
     args = {

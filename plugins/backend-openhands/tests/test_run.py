@@ -1,5 +1,7 @@
-"""``sia --backend openhands`` end to end: the CLI in a subprocess, the agent's LLM the scripted
-stub on loopback, the task model the real local SmolLM2; and the plugin stays lazy."""
+"""``sia --backend openhands`` end to end: the CLI in a subprocess, the agent's LLM and the task
+model (a litellm model string) the scripted stub on loopback; and the plugin stays lazy. (The
+real local model is the task model of the conformance suite and of the lawbench run in the
+docs.)"""
 
 from __future__ import annotations
 
@@ -42,6 +44,10 @@ def test_two_generations_through_the_cli(stub: OpenAIStub, tmp_path: Path) -> No
         "openai/stub-model",
         "--backend-opt",
         f"base_url={stub.url}",
+        "--task_model",
+        "openai/stub-model",
+        "--backend-opt",
+        f"task_base_url={stub.url}",
         "--backend-opt",
         "native_tool_calling=false",
         "--backend-opt",
@@ -72,8 +78,12 @@ def test_two_generations_through_the_cli(stub: OpenAIStub, tmp_path: Path) -> No
     assert "+" in (run / "gen_1" / "diff.patch").read_text()
     # gen 2's parent is gen 1's improved scaffold: unchanged, so gen 2's diff is empty
     assert (run / "gen_2" / "diff.patch").read_text().strip() == ""
-    role_prompts = [b for b in stub.requests if "sia" in json.dumps(b)]
-    assert any("Feedback-Agent" in json.dumps(b) for b in role_prompts)
+    sent = [json.dumps(b) for b in stub.requests]
+    assert any("You are the Feedback-Agent" in b for b in sent)
+    task_calls = [b for b in sent if "of sia, a framework" not in b]
+    assert task_calls, "the scaffold's calls went to the litellm task model"
+    metrics = json.loads((run / "gen_1" / "metrics.json").read_text())
+    assert metrics["llm_calls"] >= 1
     assert "Reference scaffold for tiny-add" in json.dumps(stub.requests[0])
 
 

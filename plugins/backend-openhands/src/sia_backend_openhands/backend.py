@@ -118,11 +118,7 @@ class OpenHandsBackend:
             self.max_output_tokens = LOCAL_MAX_OUTPUT_TOKENS
         self.api_key = self._key(settings.get("api_key_env"))
         if self.api_key is None and (
-            self.local_meta
-            or (
-                (self.base_url and self.meta_model.startswith("openai/"))
-                and not os.environ.get("OPENAI_API_KEY")
-            )
+            self.local_meta or _keyless_openai_server(self.meta_model, self.base_url)
         ):
             self.api_key = (
                 "sk-none"  # a local OpenAI-compatible server ignores it; litellm wants one
@@ -355,11 +351,11 @@ class OpenHandsBackend:
             )
             self._task_model = self._local.task_model()
         else:
-            self._task_model = LiteLLMTaskModel(
-                wanted,
-                base_url=self.settings.get("task_base_url") or None,
-                api_key=self._key(self.settings.get("task_api_key_env")),
-            )
+            base_url = self.settings.get("task_base_url") or None
+            key = self._key(self.settings.get("task_api_key_env"))
+            if key is None and _keyless_openai_server(wanted, base_url):
+                key = "sk-none"
+            self._task_model = LiteLLMTaskModel(wanted, base_url=base_url, api_key=key)
         return self._task_model
 
     def close(self) -> None:
@@ -378,6 +374,12 @@ def _dev_summary(metrics: dict[str, Any]) -> str:
     dev.pop("per_item", None)
     keep = {k: v for k, v in metrics.items() if k not in ("dev", "test")}
     return json.dumps({**keep, "dev": dev}, default=str)
+
+
+def _keyless_openai_server(model: str, base_url: str | None) -> bool:
+    """An ``openai/...`` model on a given server with no OpenAI key set: a placeholder key is
+    sent (a local server ignores it; litellm refuses to call without one)."""
+    return bool(base_url) and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY")
 
 
 def _file_text(code: str | None) -> str | None:
