@@ -213,6 +213,7 @@ def part_a(args: argparse.Namespace, work: Path) -> list[str]:
     package, scaffold = TASKS[args.task]
     task_dir = Path(str(resources.files(package) / "task"))
     scaffold = scaffold or task_dir / "reference" / "reference_target_agent.py"
+    load_start = load()
     seeds = [int(x) for x in args.seeds.split(",")]
     names = args.objectives.split(",")
     # the first objective is trained with every seed (training-run noise), the others with one
@@ -295,7 +296,7 @@ def part_a(args: argparse.Namespace, work: Path) -> list[str]:
         f"(same eval again: {mean(base2.values()):.3f}); sampled at T = 1 with two seeds: "
         f"{mean(s0.values()):.3f} / {mean(s1.values()):.3f} (spread {seed_spread:.3f}). "
         f"Base model's answers: {base_picks}. One eval of {n} items: {eval_s:.0f} s. "
-        f"Load average at the start: {load()}.",
+        f"Load average at the start: {load_start}.",
         "",
         f"Training: lr {args.lr}, KL {args.kl}, LoRA r {args.rank}, {args.items} train items × "
         f"{args.group_size} rollouts per step, {args.parallel} job(s) at a time; all training "
