@@ -2,8 +2,10 @@
 
 (a) Each objective (grpo, ppo, entropic) trains a LoRA in a real job through the ``local``
 executor on a bundled task's train split, with a frozen scaffold as the rollout policy:
-``--task spaceship-titanic`` (default) uses ``benchmarks/scaffolds/spaceship_llm_yesno.py`` (the
-model sees one passenger's record and answers yes / no: its accuracy is the model's own),
+``--task spaceship-cryo`` (default) uses ``benchmarks/scaffolds/spaceship_llm_cryo.py`` (the
+model is told only whether the passenger was in cryosleep and answers yes / no),
+``--task spaceship-titanic`` ``benchmarks/scaffolds/spaceship_llm_yesno.py`` (the model sees the
+passenger's whole record in one line and answers yes / no; its accuracy is the model's own),
 ``--task lawbench`` the task's reference scaffold (``llm_choose``: the model picks the charge
 among 5 retrieved candidates). The jobs run ``--parallel`` at a time while the base model is
 scored; a fixed dev subset (the first ``--dev`` dev items by id) is scored greedily before and
@@ -21,7 +23,7 @@ batch (2 prompts × 4 completions), completion length (16), LoRA (r 16, all-line
 Prints markdown tables; asserts nothing. Run it on a machine with nothing else timed on it::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_rl_cpu.py [--skip-a | --skip-b]
-        [--task spaceship-titanic] [--steps 30] [--items 8] [--group-size 4] [--lr 1e-4]
+        [--task spaceship-cryo] [--steps 30] [--items 8] [--group-size 4] [--lr 1e-4]
         [--dev 200] [--seeds 0,1] [--parallel 4]
 """
 
@@ -176,6 +178,7 @@ def paired(before: dict[str, float], after: dict[str, float]) -> tuple[float, fl
 HERE = Path(__file__).resolve().parent
 TASKS = {  # task -> (package, the frozen scaffold: the benchmark's own, or the task's reference)
     "spaceship-titanic": ("sia_task_spaceship_titanic", HERE / "scaffolds/spaceship_llm_yesno.py"),
+    "spaceship-cryo": ("sia_task_spaceship_titanic", HERE / "scaffolds/spaceship_llm_cryo.py"),
     "lawbench": ("sia_task_lawbench", None),
 }
 
@@ -491,7 +494,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), default="spaceship-titanic")
+    parser.add_argument("--task", choices=sorted(TASKS), default="spaceship-cryo")
     parser.add_argument("--objectives", default="grpo,ppo,entropic")
     parser.add_argument("--seeds", default="0,1", help="training seeds (first objective: all)")
     parser.add_argument("--parallel", type=int, default=4, help="training jobs at a time")
