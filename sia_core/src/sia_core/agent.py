@@ -663,35 +663,30 @@ def _no_decision(role: str, run: AgentRun) -> str:
     return f"the {role} agent produced no usable decision ({run.stop})"
 
 
-def meta_step(
-    adapter: ModelAdapter, request: MetaRequest, limits: AgentLimits | None = None
-) -> AgentOutcome:
-    """Generation 1 by a tool-using agent; without a decision the reference scaffold is used."""
-    limits = limits or AgentLimits()
+def meta_tools(request: MetaRequest, limits: AgentLimits) -> AgentTools:
+    """The Meta-Agent's tools: the task's public files, its task.md and reference scaffold."""
     documents = {
         "task/task.md": request.task_md,
         "task/reference/reference_target_agent.py": request.reference_scaffold,
     }
     if request.sample_task_descriptions:
         documents["task/reference/SAMPLE_TASK_DESCRIPTIONS.md"] = request.sample_task_descriptions
-    workspace = Workspace(public_dir=request.public_dir, documents=documents)
-    tools = AgentTools(
+    return AgentTools(
         role="meta",
-        workspace=workspace,
+        workspace=Workspace(public_dir=request.public_dir, documents=documents),
         parent_scaffold=request.reference_scaffold,
         try_scaffold=request.try_scaffold,
         limits=limits,
     )
-    prompt = (
-        f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, 20_000)}\n\n"
-        f"## reference_target_agent.py\n\n```python\n{request.reference_scaffold}\n```\n\n"
-        "Other files: call list_files."
-    )
-    system = SYSTEM.format(title="Meta-Agent", role_text=META_TEXT)
-    run = run_agent(adapter, system=system, prompt=prompt, tools=tools, limits=limits)
+
+
+def meta_outcome(
+    request: MetaRequest, tools: AgentTools, run: AgentRun, agent: str = "meta"
+) -> AgentOutcome:
+    """What a Meta step left in ``tools``; without a decision the reference is generation 1."""
     decision = tools.decision
     if decision is None:
-        why = _no_decision("meta", run) + "; the reference scaffold is generation 1"
+        why = _no_decision(agent, run) + "; the reference scaffold is generation 1"
         return AgentOutcome(
             decision=Decision(lever="harness", source="meta", rationale=why),
             improvement_md=f"{why}.\n",
@@ -706,6 +701,22 @@ def meta_step(
         transcript=tuple(run.transcript),
         usage=run.usage,
     )
+
+
+def meta_step(
+    adapter: ModelAdapter, request: MetaRequest, limits: AgentLimits | None = None
+) -> AgentOutcome:
+    """Generation 1 by a tool-using agent; without a decision the reference scaffold is used."""
+    limits = limits or AgentLimits()
+    tools = meta_tools(request, limits)
+    prompt = (
+        f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, 20_000)}\n\n"
+        f"## reference_target_agent.py\n\n```python\n{request.reference_scaffold}\n```\n\n"
+        "Other files: call list_files."
+    )
+    system = SYSTEM.format(title="Meta-Agent", role_text=META_TEXT)
+    run = run_agent(adapter, system=system, prompt=prompt, tools=tools, limits=limits)
+    return meta_outcome(request, tools, run)
 
 
 def _feedback_prompt(request: FeedbackRequest) -> str:
@@ -740,31 +751,29 @@ def _feedback_prompt(request: FeedbackRequest) -> str:
     return "\n".join(lines)
 
 
-def feedback_step(
-    adapter: ModelAdapter, request: FeedbackRequest, limits: AgentLimits | None = None
-) -> AgentOutcome:
-    """The Feedback-Agent by a tool-using agent; without a decision the parent scaffold stays."""
-    limits = limits or AgentLimits()
-    run_dir = request.run_dir or Path(request.parent_gen_dir).parent
+def feedback_tools(request: FeedbackRequest, limits: AgentLimits) -> AgentTools:
+    """The Feedback-Agent's tools: the run's readable files, the task's public files."""
     workspace = Workspace(
-        run_dir=run_dir,
+        run_dir=request.run_dir or Path(request.parent_gen_dir).parent,
         public_dir=request.public_dir,
         documents={"task/task.md": request.task_md},
     )
-    tools = AgentTools(
+    return AgentTools(
         role="feedback",
         workspace=workspace,
         parent_scaffold=request.parent_scaffold,
         try_scaffold=request.try_scaffold,
         limits=limits,
     )
-    system = SYSTEM.format(title="Feedback-Agent", role_text=FEEDBACK_TEXT)
-    run = run_agent(
-        adapter, system=system, prompt=_feedback_prompt(request), tools=tools, limits=limits
-    )
+
+
+def feedback_outcome(
+    request: FeedbackRequest, tools: AgentTools, run: AgentRun, agent: str = "feedback"
+) -> AgentOutcome:
+    """What a Feedback step left in ``tools``; without a decision the parent scaffold stays."""
     decision = tools.decision
     if decision is None:
-        why = _no_decision("feedback", run) + (
+        why = _no_decision(agent, run) + (
             f"; generation {request.next_gen} keeps the parent's scaffold (gen {request.parent_gen})"
         )
         return AgentOutcome(
@@ -789,3 +798,16 @@ def feedback_step(
         transcript=tuple(run.transcript),
         usage=run.usage,
     )
+
+
+def feedback_step(
+    adapter: ModelAdapter, request: FeedbackRequest, limits: AgentLimits | None = None
+) -> AgentOutcome:
+    """The Feedback-Agent by a tool-using agent; without a decision the parent scaffold stays."""
+    limits = limits or AgentLimits()
+    tools = feedback_tools(request, limits)
+    system = SYSTEM.format(title="Feedback-Agent", role_text=FEEDBACK_TEXT)
+    run = run_agent(
+        adapter, system=system, prompt=_feedback_prompt(request), tools=tools, limits=limits
+    )
+    return feedback_outcome(request, tools, run)

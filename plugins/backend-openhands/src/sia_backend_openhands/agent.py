@@ -38,9 +38,9 @@ from openhands.sdk.conversation import ConversationExecutionStatus
 from openhands.sdk.tool import Tool, ToolAnnotations, ToolExecutor, register_tool
 from pydantic import Field, create_model
 
-from sia_core.agent import AgentLimits, AgentTools, ToolCall, ToolSpec, usage_total
+from sia_core.agent import AgentLimits, AgentRun, AgentTools, ToolCall, ToolSpec, usage_total
 
-__all__ = ["OpenHandsRun", "make_llm", "run_openhands"]
+__all__ = ["make_llm", "run_openhands"]
 
 NUDGE = (
     "You have not called the decide tool yet. Use the tools (list_files, read_file, "
@@ -216,15 +216,6 @@ def make_llm(
     )
 
 
-class OpenHandsRun:
-    """What one OpenHands conversation produced: transcript, usage and why it stopped."""
-
-    def __init__(self) -> None:
-        self.transcript: list[dict[str, Any]] = []
-        self.usage: dict[str, Any] = {}
-        self.stop = ""
-
-
 def _event_record(event: Any) -> dict[str, Any]:
     try:
         data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
@@ -242,10 +233,10 @@ def run_openhands(
     tools: AgentTools,
     limits: AgentLimits,
     workspace: Path,
-) -> OpenHandsRun:
+) -> AgentRun:
     """Run the OpenHands agent until it decides, a limit is hit, or it stops without deciding
     (it is nudged up to ``limits.max_no_tool_replies`` times)."""
-    run = OpenHandsRun()
+    run = AgentRun()
     definitions = tool_definitions(tools)
     # register under unique names: the registry is process-wide, each step has its own tools
     specs: list[Tool] = []

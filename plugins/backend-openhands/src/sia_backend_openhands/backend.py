@@ -30,10 +30,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sia_core.agent import FEEDBACK_TEXT, META_TEXT, SYSTEM, AgentLimits, AgentTools, Workspace
+from sia_core.agent import (
+    FEEDBACK_TEXT,
+    META_TEXT,
+    SYSTEM,
+    AgentLimits,
+    feedback_outcome,
+    feedback_tools,
+    meta_outcome,
+    meta_tools,
+)
 from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
 from sia_core.errors import SiaError
-from sia_core.records import Decision
 
 LOCAL_META_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
 LOCAL_TASK_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
@@ -189,23 +197,7 @@ class OpenHandsBackend:
     def meta(self, request: MetaRequest) -> AgentOutcome:
         from .agent import run_openhands
 
-        documents = {
-            "task/task.md": request.task_md,
-            "task/reference/reference_target_agent.py": request.reference_scaffold,
-        }
-        if request.sample_task_descriptions:
-            documents["task/reference/SAMPLE_TASK_DESCRIPTIONS.md"] = (
-                request.sample_task_descriptions
-            )
-        tools = AgentTools(
-            role="meta",
-            workspace=Workspace(
-                public_dir=getattr(request, "public_dir", None), documents=documents
-            ),
-            parent_scaffold=request.reference_scaffold,
-            try_scaffold=getattr(request, "try_scaffold", None),
-            limits=self.limits,
-        )
+        tools = meta_tools(request, self.limits)
         n = self.prompt_chars
         prompt = (
             f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, n)}\n\n"
@@ -221,26 +213,8 @@ class OpenHandsBackend:
             limits=self.limits,
             workspace=Path(request.gen_dir),
         )
-        decision = tools.decision
-        if decision is None:
-            why = (
-                f"the OpenHands meta agent produced no usable decision ({run.stop}); "
-                "the reference scaffold is generation 1"
-            )
-            return AgentOutcome(
-                decision=Decision(lever="harness", source="meta", rationale=why),
-                improvement_md=f"{why}.\n",
-                scaffold=request.reference_scaffold,
-                transcript=tuple(run.transcript),
-                usage=run.usage,
-            )
-        return AgentOutcome(
-            decision=Decision(lever="harness", source="meta", rationale=decision["rationale"]),
-            improvement_md=decision["improvement_md"],
-            scaffold=_file_text(tools.scaffold) or request.reference_scaffold,
-            transcript=tuple(run.transcript),
-            usage=run.usage,
-        )
+        tools.scaffold = _file_text(tools.scaffold)
+        return meta_outcome(request, tools, run, agent="OpenHands meta")
 
     def _feedback_prompt(self, request: FeedbackRequest) -> str:
         n = self.prompt_chars
@@ -277,18 +251,7 @@ class OpenHandsBackend:
     def feedback(self, request: FeedbackRequest) -> AgentOutcome:
         from .agent import run_openhands
 
-        run_dir = getattr(request, "run_dir", None) or Path(request.parent_gen_dir).parent
-        tools = AgentTools(
-            role="feedback",
-            workspace=Workspace(
-                run_dir=run_dir,
-                public_dir=getattr(request, "public_dir", None),
-                documents={"task/task.md": request.task_md},
-            ),
-            parent_scaffold=request.parent_scaffold,
-            try_scaffold=getattr(request, "try_scaffold", None),
-            limits=self.limits,
-        )
+        tools = feedback_tools(request, self.limits)
         run = run_openhands(
             self.llm(),
             system=self._system("Feedback-Agent", FEEDBACK_TEXT),
@@ -297,35 +260,8 @@ class OpenHandsBackend:
             limits=self.limits,
             workspace=Path(request.next_gen_dir),
         )
-        decision = tools.decision
-        if decision is None:
-            why = (
-                f"the OpenHands feedback agent produced no usable decision ({run.stop}); "
-                f"generation {request.next_gen} keeps the parent's scaffold "
-                f"(gen {request.parent_gen})"
-            )
-            return AgentOutcome(
-                decision=Decision(
-                    lever="harness", source="feedback", rationale=why, parent_gen=request.parent_gen
-                ),
-                improvement_md=f"{why}.\n",
-                scaffold=request.parent_scaffold,
-                transcript=tuple(run.transcript),
-                usage=run.usage,
-            )
-        return AgentOutcome(
-            decision=Decision(
-                lever=decision["lever"],
-                source="feedback",
-                rationale=decision["rationale"],
-                parent_gen=request.parent_gen,
-                rl_algorithm=decision["rl_algorithm"],
-            ),
-            improvement_md=decision["improvement_md"],
-            scaffold=_file_text(tools.scaffold),
-            transcript=tuple(run.transcript),
-            usage=run.usage,
-        )
+        tools.scaffold = _file_text(tools.scaffold)
+        return feedback_outcome(request, tools, run, agent="OpenHands feedback")
 
     # -- task model ----------------------------------------------------------------------------
 
