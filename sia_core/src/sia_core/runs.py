@@ -374,7 +374,7 @@ def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
     store = _open_run(runs_dir, run_id)
     info = store.read_json("run.json") if store.exists("run.json") else {}
     status = info.get("status", "unknown")
-    if status == "running" and not _pid_alive(info.get("pid")):
+    if status == "running" and not pid_alive(info.get("pid")):
         status = "interrupted"
     rows = summarize(store)
     done = [r for r in rows if r.dev is not None]
@@ -420,8 +420,9 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.1f}h"
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
+def pid_alive(pid: Any) -> bool:
+    """Whether ``pid`` (as stored in run.json) names a live process."""
+    if not isinstance(pid, int) or pid <= 0:  # 0 and -1 would signal a whole group
         return False
     try:
         os.kill(pid, 0)

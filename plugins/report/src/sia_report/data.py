@@ -9,11 +9,12 @@ line in place while the run may still be appending to it).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from sia_core.runs import pid_alive
 
 STEPS = ("propose", "train", "run", "score", "gate", "test")
 
@@ -100,18 +101,6 @@ class RunInfo:
     stopped_by_cap: dict[str, Any] = attrs.field(factory=dict)
     estimate: dict[str, Any] = attrs.field(factory=dict)
     problems: tuple[str, ...] = ()
-
-
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Reader:
