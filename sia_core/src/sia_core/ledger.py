@@ -195,15 +195,14 @@ class Ledger:
 
     def add(self, entries: Iterable[dict[str, Any]]) -> None:
         """Append lines durably (a key already present is replaced, never counted twice)."""
-        new = [e for e in entries]
+        new = list(entries)
         if not new:
             return
-        replaced = any(e["key"] in self._entries for e in new)
+        if any(e["key"] in self._entries for e in new):
+            self._rewrite(new)
+            return
         for e in new:
             self._entries[e["key"]] = e
-        if replaced:
-            atomic_write_text(self.path, "".join(_line(e) for e in self._entries.values()))
-            return
         try:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(_line(e) for e in new))
