@@ -8,12 +8,13 @@ should send the scaffold's LLM calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from .errors import SiaError
 from .records import Decision, _tuple
 
 
@@ -26,6 +27,17 @@ class BackendOptions:
     seed: int = 0
     run_dir: str | None = None
     settings: dict[str, Any] = attrs.field(factory=dict)  # backend-specific, e.g. a script path
+
+    def known_settings(self, backend: str, known: Iterable[str]) -> dict[str, Any]:
+        """A copy of ``settings``; a key not in ``known`` is one line listing the known ones."""
+        known = sorted(known)
+        unknown = sorted(set(self.settings) - set(known))
+        if unknown:
+            raise SiaError(
+                f"unknown --backend-opt for the {backend} backend: {', '.join(unknown)}; "
+                f"known: {', '.join(known)}"
+            )
+        return dict(self.settings)
 
 
 #: ``try_scaffold(code, n_items)`` runs a candidate scaffold on the first ``n_items`` PUBLIC train

@@ -430,13 +430,7 @@ class ClaudeBackend:
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options or BackendOptions()
-        settings = dict(self.options.settings)
-        unknown = sorted(set(settings) - SETTINGS)
-        if unknown:
-            raise SiaError(
-                f"unknown --backend-opt for the claude backend: {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(SETTINGS))}"
-            )
+        settings = self.options.known_settings("claude", SETTINGS)
         self.settings = settings
         self.limits = AgentLimits.from_settings(settings)
         self.meta_model = resolve_model(self.options.meta_model)

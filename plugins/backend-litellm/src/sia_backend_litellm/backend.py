@@ -357,13 +357,7 @@ class LiteLLMBackend:
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options or BackendOptions()
-        s = dict(self.options.settings)
-        unknown = sorted(set(s) - SETTINGS)
-        if unknown:
-            raise SiaError(
-                f"unknown --backend-opt for the litellm backend: {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(SETTINGS))}"
-            )
+        s = self.options.known_settings("litellm", SETTINGS)
         meta = self.options.meta_model or self.options.task_model
         task = self.options.task_model or self.options.meta_model
         if not meta or not task:
