@@ -166,21 +166,76 @@ def test_chat_returns_stub_reply_and_is_recorded_for_the_assigned_item(
         "cost_usd": 0.0,
         "errors": 0,
         "over_budget": 0,
+        "refused": 0,
     }
     # the record crosses into agent_execution.json
     assert from_json(ModelCall, to_json(call)) == call
 
 
-def test_x_sia_item_header_wins_over_the_assignment(gateway: Gateway, client: Client) -> None:
+def test_calls_are_attributed_by_the_key_alone(gateway: Gateway, client: Client) -> None:
     assert client.token is not None
     gateway.assign(client.token, "assigned")
-    client.chat("one", headers={"X-Sia-Item": "from-header"})
-    client.chat("two")
+    client.chat("one")
+    assert client.chat("two", headers={"X-Sia-Item": "assigned"})[0] == 200  # the same item
     gateway.assign(client.token, None)
     client.chat("three")
 
-    assert [c.item_id for c in gateway.calls()] == ["from-header", "assigned", None]
-    assert [c.completion for c in gateway.calls_for("from-header")] == ["one"]
+    assert [c.item_id for c in gateway.calls()] == ["assigned", "assigned", None]
+    assert [c.completion for c in gateway.calls_for("assigned")] == ["one", "two"]
+
+
+def test_forged_x_sia_item_is_refused_403_and_recorded_for_the_real_item(
+    gateway: Gateway, stub: OpenAIStub
+) -> None:
+    gateway.begin(1, Budget(max_calls=2))
+    mine, victim = (
+        Client(gateway.url, gateway.new_token()),
+        Client(gateway.url, gateway.new_token()),
+    )
+    assert mine.token is not None and victim.token is not None
+    gateway.assign(mine.token, "item-1")
+    gateway.assign(victim.token, "item-2")
+    try:
+        assert mine.chat("honest")[0] == 200
+        status, body = mine.chat("forged", headers={"X-Sia-Item": "item-2"})
+        assert victim.chat("victim's own")[0] == 200  # the refusal used none of the budget
+        gateway.assign(mine.token, None)
+        unbound_status, unbound = mine.chat("unbound", headers={"X-Sia-Item": "item-2"})
+    finally:
+        mine.close()
+        victim.close()
+
+    message = "X-Sia-Item names item 'item-2' but this key is bound to item 'item-1'"
+    assert status == 403
+    assert body["error"] == {
+        "message": message,
+        "type": "permission_error",
+        "param": None,
+        "code": "item_mismatch",
+    }
+    assert unbound_status == 403
+    assert unbound["error"]["message"] == (
+        "X-Sia-Item names item 'item-2' but this key is bound to no item"
+    )
+    assert [r["messages"][0]["content"] for r in stub.requests] == ["honest", "victim's own"]
+
+    refused = [c for c in gateway.calls() if c.status == "refused"]
+    assert [(c.item_id, c.error) for c in refused] == [
+        ("item-1", message),
+        (None, "X-Sia-Item names item 'item-2' but this key is bound to no item"),
+    ]
+    assert refused[0].request["messages"][0]["content"] == "forged"
+    assert refused[0].completion is None and refused[0].prompt_tokens == 0
+    assert [(c.completion, c.status) for c in gateway.calls_for("item-1")] == [
+        ("honest", "ok"),
+        (None, "refused"),
+    ]
+    # nothing of the forged call counts against the item it named
+    assert [(c.completion, c.status) for c in gateway.calls_for("item-2")] == [
+        ("victim's own", "ok")
+    ]
+    usage = gateway.usage()
+    assert (usage["calls"], usage["errors"], usage["over_budget"], usage["refused"]) == (2, 0, 0, 2)
 
 
 def test_tokens_are_distinct_and_assign_rejects_unknown_tokens(gateway: Gateway) -> None:
@@ -334,6 +389,7 @@ def test_begin_resets_log_counters_and_budget(gateway: Gateway, client: Client) 
         "cost_usd": 0.0,
         "errors": 0,
         "over_budget": 0,
+        "refused": 0,
     }
     assert [client.chat(x)[0] for x in "cde"] == [200, 200, 200]
     assert [c.call_id for c in gateway.calls()] == [1, 2, 3]
@@ -518,8 +574,10 @@ def test_concurrent_calls_from_8_threads_are_all_recorded(
     def worker(n: int) -> None:
         try:
             c = Client(gateway.url, gateway.new_token())
+            assert c.token is not None
+            gateway.assign(c.token, f"item-{n}")
             for i in range(5):
-                status, body = c.chat(f"w{n} c{i}", headers={"X-Sia-Item": f"item-{n}"})
+                status, body = c.chat(f"w{n} c{i}")
                 assert status == 200
                 assert body["choices"][0]["message"]["content"] == f"w{n} c{i}"
             c.close()

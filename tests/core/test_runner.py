@@ -46,7 +46,15 @@ class FakeGateway:
                         {
                             "path": self.path,
                             "auth": self.headers.get("Authorization"),
-                            "item": self.headers.get("X-Sia-Item"),
+                            # the item the key was bound to when the call came in
+                            "item": next(
+                                (
+                                    i
+                                    for t, i in reversed(gateway.assigned)
+                                    if f"Bearer {t}" == self.headers.get("Authorization")
+                                ),
+                                None,
+                            ),
                             "body": body,
                         }
                     )
@@ -369,7 +377,7 @@ def test_fake_result_on_stdout_changes_nothing(tmp_path: Path) -> None:
     )
     results = run_items(_spec(tmp_path, scaffold), _items(2), sandbox=SANDBOX, gateway=None)
     assert [(r.status, r.answer) for r in results] == [("ok", "real"), ("ok", "real")]
-    assert "FAKE" in (tmp_path / "work" / "worker-0.log").read_text()  # it went to the log
+    assert "FAKE" in (tmp_path / "work.logs" / "worker-0.log").read_text()  # it went to the log
 
 
 def test_scaffold_reading_stdin_gets_nothing(tmp_path: Path) -> None:
@@ -468,8 +476,8 @@ def test_setup_failure_fails_every_item_without_looping(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 10
     assert [r.status for r in results] == ["error"] * 5
     assert all(r.error.startswith("setup failed: RuntimeError: no model weights") for r in results)
-    starts = (tmp_path / "work" / "worker-0.log").read_text().count("=== worker")
-    starts += (tmp_path / "work" / "worker-1.log").read_text().count("=== worker")
+    starts = (tmp_path / "work.logs" / "worker-0.log").read_text().count("=== worker")
+    starts += (tmp_path / "work.logs" / "worker-1.log").read_text().count("=== worker")
     assert starts <= 3
 
 

@@ -868,7 +868,8 @@ def test_program_failure_scores_zero_and_ignores_planted_results(tmp_path: Path)
         assert scores[split].score == 0.0
         assert "exited with status 1" in scores[split].extra["error"]
         assert "no submission" in scores[split].extra["error"]
-    assert not (gen / "results.json").exists()
+    # never taken to the scorer's folder, and the scaffold's folder is not touched
+    assert (gen / "results.json").read_text() == '{"accuracy": 1.0}'
 
 
 def test_program_bad_results_json(tmp_path: Path) -> None:
@@ -965,3 +966,16 @@ def test_program_task_with_declared_train(tmp_path: Path) -> None:
     assert task.config.evaluate == "data/public/evaluate.py"
     assert task.train_examples() == [{"id": "t1", "input": "x", "label": "yes"}]
     assert task.items("dev") == []
+
+
+def test_redact_replaces_private_label_values_with_a_note(tmp_path: Path) -> None:
+    root = tmp_path / "copy-task"
+    make_sia_folder(root)
+    (root / "data/private/answers.csv").write_text("id,label\nq00,SECRET-ALPHA\nq01,xy\n")
+    task = load_task(root)
+    text = "Traceback ...\nKeyError: 'SECRET-ALPHA'\nq01,xy\nnothing private here"
+    out = task.redact(text)
+    assert "SECRET-ALPHA" not in out and "[redacted]" in out
+    assert "private label value(s) redacted" in out
+    assert "nothing private here" in out
+    assert task.redact("all clear") == "all clear"  # untouched, no note

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sia_core.gateway import Gateway
+from sia_core.loop import RunConfig
 from sia_core.records import Item, ItemResult
 from sia_core.runner import RunSpec, run_items
 from sia_core.sandbox import Limits, ProcessSandbox, Sandbox
@@ -54,6 +55,39 @@ def source(template: str, **values: Any) -> str:
     """A scaffold from a ``$name`` template (``repr`` of each value is substituted)."""
     return string.Template(textwrap.dedent(template)).substitute(
         {k: repr(v) for k, v in values.items()}
+    )
+
+
+def scripted_config(
+    tmp_path: Path,
+    task_dir: Path,
+    sandbox: str,
+    scaffolds: Sequence[str],
+    *,
+    max_gen: int,
+    parallel: int = 1,
+) -> RunConfig:
+    """A scripted-backend run of ``task_dir`` whose generation k runs ``scaffolds[k-1]``."""
+    script = {
+        "meta": {"scaffold": {"text": scaffolds[0]}},
+        "feedback": {
+            str(k): {"lever": "harness", "scaffold": {"text": text}, "rationale": f"gen {k}"}
+            for k, text in enumerate(scaffolds[1:], start=2)
+        },
+        "task_model": {"name": "scripted-echo"},
+    }
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(script))
+    return RunConfig(
+        task=task_dir.name,
+        task_dir=str(task_dir),
+        backend="scripted",
+        backend_settings={"script": str(path)},
+        sandbox=sandbox,
+        max_gen=max_gen,
+        test_eval="none",
+        item_timeout_s=20,
+        parallel=parallel,
     )
 
 
@@ -95,6 +129,7 @@ class Arena:
         limits: Limits | None = None,
         item_timeout_s: float = 10.0,
         setup_timeout_s: float = 20.0,
+        **spec_options: Any,
     ) -> tuple[list[ItemResult], list[Any]]:
         """Run ``scaffold`` as generation 2 through the real runner and gateway, one worker."""
         path = self.gen / "target_agent.py"
@@ -107,6 +142,7 @@ class Arena:
             item_timeout_s=item_timeout_s,
             setup_timeout_s=setup_timeout_s,
             limits=limits or Limits(wall_s=60, memory_mb=1024, max_procs=64),
+            **spec_options,
         )
         model = ScriptedTaskModel({"rules": [{"match": "hello", "reply": "hi from the gateway"}]})
         with Gateway(model) as gateway:

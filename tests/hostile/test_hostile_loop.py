@@ -10,11 +10,13 @@ cannot contain a case, the test asserts the breach (``NOT CONTAINED``) instead.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sia_core import runs
 from sia_core.errors import SiaError
 from sia_core.loop import GenRow, Loop, RunConfig
 from sia_core.runstore import RunStore
@@ -219,9 +221,16 @@ def test_edits_the_scorer_or_the_task_files(loop_run: LoopRun) -> None:
     changed = {k for k, p in files.items() if p.read_bytes() != before[k]}
     if loop_run.sandbox == "process":
         # NOT CONTAINED: the task folder is rewritten. This run's scores are safe (the task was
-        # loaded when the run started) but the next run of this task would be fooled
+        # loaded when the run started) but the next run of this task would be fooled; the
+        # generation that did it is voided (its task fingerprint changed) and the gate refuses it
         assert changed == set(files)
         assert loop_run.dev(2) == 0.0
+        metrics = json.loads((loop_run.root / "gen_2/metrics.json").read_text())
+        assert "task's files changed" in metrics["voided"]
+        for name in ("scorer.py", "data/private/dev_labels.jsonl", "task.toml"):
+            assert name in metrics["voided"]
+        archive = json.loads((loop_run.root / "archive.json").read_text())
+        assert [n["gen"] for n in archive["nodes"]] == [1, 2, 3]
         with pytest.raises(SiaError):
             load_task(task)  # the task.toml was overwritten
         loop_run.assert_loop_went_on()
@@ -253,7 +262,7 @@ def test_prints_a_fake_score_line(loop_run: LoopRun) -> None:
     items = loop_run.items(2)
     assert all(i["status"] == "ok" and i["answer"] is None for i in items)
     assert loop_run.dev(2) == 0.0
-    logs = "".join(p.read_text() for p in (loop_run.root / "gen_2/work").glob("worker-*.log"))
+    logs = "".join(p.read_text() for p in (loop_run.root / "gen_2/work.logs").glob("worker-*.log"))
     assert "dev score: 1.0" in logs and '"answer": 999' in logs
     loop_run.assert_loop_went_on()
 
@@ -269,3 +278,50 @@ def test_returns_a_giant_answer(loop_run: LoopRun) -> None:
     loop_run.run(source(GIANT))
     loop_run.assert_every_item_failed("answer too large (2000002 bytes > 1000000)")
     loop_run.assert_loop_went_on()
+
+
+TRAPS = """
+import os
+from pathlib import Path
+
+def solve(item, ctx):
+    home = Path.cwd()
+    for name, make in (
+        ("worker-0.log", lambda p: os.symlink($labels, p)),  # where logs used to be
+        ("answer.txt", lambda p: os.symlink($labels, p)),
+        ("dangling", lambda p: os.symlink($outside, p)),
+        ("fifo", os.mkfifo),
+        ("folder", lambda p: os.makedirs(p / "deep")),
+    ):
+        for where in (home, home.parent):  # its own folder, and the work dir above (process)
+            try:
+                make(where / name)
+            except OSError:
+                pass
+    print("leaving traps behind", flush=True)
+    raise RuntimeError("crashed on purpose after leaving traps")
+"""
+
+
+@cases
+def test_leaves_links_fifos_and_folders_behind(loop_run: LoopRun) -> None:
+    """Per-item scaffolds: what a worker leaves in its folder is never read by sia (logs and
+    error text come through pipes sia holds), so no label byte reaches the run's records."""
+    outside = loop_run.tmp_path / "outside" / "made-by-the-scaffold"
+    outside.parent.mkdir()
+    loop_run.run(source(TRAPS, labels=str(loop_run.labels), outside=str(outside)))
+    loop_run.assert_every_item_failed("crashed on purpose after leaving traps")
+    loop_run.assert_loop_went_on()
+    assert not outside.exists() and list(outside.parent.iterdir()) == []
+    lines = [line for line in loop_run.labels.read_text().splitlines() if line.strip()]
+    assert lines
+    for folder, _dirs, files in os.walk(loop_run.root):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_symlink() or not path.is_file():
+                continue  # a link or fifo it left is itself no label byte
+            text = path.read_text(errors="replace")
+            assert not [line for line in lines if line in text], f"{path} holds label lines"
+    # the run can be resumed: one more generation runs
+    runs.resume_run(loop_run.pm, loop_run.runs, "1", max_gen=4)
+    assert (loop_run.root / "gen_4/metrics.json").exists()

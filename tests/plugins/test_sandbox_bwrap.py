@@ -357,7 +357,7 @@ def test_ordinary_http_client_reaches_the_gateway_and_nothing_else(
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "ping"}]})
     req = urllib.request.Request(base + "/chat/completions", data=body.encode(), headers={
         "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"],
-        "Content-Type": "application/json", "X-Sia-Item": "item-1"})
+        "Content-Type": "application/json"})
     replies = []
     for _ in range(3):  # a connection per call, and the relay keeps up
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -367,6 +367,7 @@ def test_ordinary_http_client_reaches_the_gateway_and_nothing_else(
     with Gateway(model) as gateway:
         gateway.begin(1)
         token = gateway.new_token()
+        gateway.assign(token, "item-1")  # the key, not anything the scaffold sends, names the item
         env = {"OPENAI_BASE_URL": gateway.url, "SIA_GATEWAY_URL": gateway.url}
         rc, replies, err = run_code(
             box, procs, tmp_path / "work", code, env={**env, "OPENAI_API_KEY": token}

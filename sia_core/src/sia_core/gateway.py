@@ -4,8 +4,9 @@ The orchestrator serves one :class:`Gateway` per run: an OpenAI-compatible HTTP 
 loopback. Each sandbox worker gets its own API key (:meth:`Gateway.new_token`) and sends
 ``Authorization: Bearer <key>``; the gateway routes the call to the configured
 :class:`~sia_core.backend.TaskModel`, records it as a :class:`~sia_core.records.ModelCall`
-attributed to the task item being solved (``X-Sia-Item`` header, else the key's assigned item),
-and enforces the generation's :class:`Budget`::
+attributed to the task item the key is bound to (:meth:`Gateway.assign`; never to what the
+scaffold claims: a request whose ``X-Sia-Item`` header names another item is refused with 403 and
+recorded as ``refused``), and enforces the generation's :class:`Budget`::
 
     with Gateway(HTTPTaskModel("http://127.0.0.1:8080/v1", "qwen")) as gw:
         gw.begin(gen=1, budget=Budget(max_calls=500))
@@ -339,6 +340,7 @@ class Gateway:
         self._n_ok = 0
         self._n_errors = 0
         self._n_over_budget = 0
+        self._n_refused = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -441,8 +443,9 @@ class Gateway:
     def usage(self) -> dict[str, Any]:
         """Totals since :meth:`begin`.
 
-        ``calls`` counts calls that reached the task model (ok or error); ``errors`` and
-        ``over_budget`` count failed and refused calls; tokens and cost sum the successful calls.
+        ``calls`` counts calls that reached the task model (ok or error); ``errors`` counts the
+        failed ones, ``over_budget`` the calls refused by the budget and ``refused`` those refused
+        for naming an item other than their key's; tokens and cost sum the successful calls.
         """
         with self._lock:
             return {
@@ -452,6 +455,7 @@ class Gateway:
                 "cost_usd": self._cost_usd,
                 "errors": self._n_errors,
                 "over_budget": self._n_over_budget,
+                "refused": self._n_refused,
             }
 
     # -- request handling (called from the server threads) -------------------------------------
@@ -494,7 +498,11 @@ class Gateway:
             return _error(400, f"request body is not valid JSON: {exc}", "invalid_request_error")
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object", "invalid_request_error")
-        item_id = headers.get("X-Sia-Item") or assigned
+        # the item comes from the key alone: the scaffold controls every header it sends
+        item_id = assigned
+        claimed = (headers.get("X-Sia-Item") or "").strip()
+        if claimed and claimed != assigned:
+            return self._refuse_forged_item(body, assigned, claimed)
         try:
             if path == "/v1/chat/completions":
                 if not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -503,6 +511,33 @@ class Gateway:
             return self._call(body, _completions_to_chat(body), item_id, completions=True)
         except _BadRequest as exc:
             return _error(exc.status, exc.message, "invalid_request_error")
+
+    def _refuse_forged_item(
+        self, received: dict[str, Any], assigned: str | None, claimed: str
+    ) -> _Reply:
+        """403 for a request that names an item its key is not bound to, recorded for the key's
+        real item (the named item is charged nothing)."""
+        bound = "no item" if assigned is None else f"item {assigned!r}"
+        message = f"X-Sia-Item names item {claimed[:200]!r} but this key is bound to {bound}"
+        with self._lock:
+            model = self._task_model
+            epoch = self._epoch
+            self._next_id += 1
+            call_id = self._next_id
+        adapter = getattr(model, "adapter", None)
+        call = ModelCall(
+            call_id=call_id,
+            item_id=assigned,
+            model=model.name,
+            request=received,
+            completion=None,
+            status="refused",
+            error=message,
+            adapter=adapter if adapter is None else str(adapter),
+            started_at=time.time(),
+        )
+        self._record(epoch, call)
+        return _error(403, message, "permission_error", "item_mismatch")
 
     def _call(
         self,
@@ -656,6 +691,8 @@ class Gateway:
                 self._cost_usd += call.cost_usd
             elif call.status == "over_budget":
                 self._n_over_budget += 1
+            elif call.status == "refused":
+                self._n_refused += 1
             else:
                 self._n_errors += 1
 

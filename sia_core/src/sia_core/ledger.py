@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .canary import CANARY_EXECUTION
 from .errors import SiaError
 from .runstore import SEALED, DiskFullError, RunStore, atomic_write_text
 
@@ -322,7 +323,11 @@ def step_entries(
         ]
     if step in ("run", "test"):
         files = (
-            [gdir / "agent_execution.json", gdir / SEALED / "agent_execution_test.json"]
+            [
+                gdir / "agent_execution.json",
+                gdir / SEALED / "agent_execution_test.json",
+                gdir / CANARY_EXECUTION,
+            ]
             if step == "run"
             else [gdir / SEALED / "agent_execution_test.json"]
         )
@@ -331,9 +336,11 @@ def step_entries(
         for path in files:
             if not path.exists():
                 continue
-            split = "test" if SEALED in path.parts else "dev"
+            split = (
+                "test" if SEALED in path.parts else "canary" if "private" in path.parts else "dev"
+            )
             for call in store.read_json(path).get("calls") or ():
-                if call.get("status") == "over_budget" or call["call_id"] in seen:
+                if call.get("status") in ("over_budget", "refused") or call["call_id"] in seen:
                     continue  # refused by the gateway: never reached the model
                 seen.add(call["call_id"])
                 out.append(

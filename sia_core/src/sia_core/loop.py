@@ -19,6 +19,7 @@ import difflib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from . import __version__
+from . import __version__, canary
 from .backend import AgentOutcome, Backend, BackendOptions, FeedbackRequest, MetaRequest
 from .errors import SiaError
 from .gateway import Budget, Gateway
@@ -74,10 +75,12 @@ from .records import (
 from .runner import RunSpec, run_items, run_program, scaffold_kind
 from .runstore import SEALED, DiskFullError, RunStore
 from .sandbox import Limits, Sandbox
-from .taskdir import Task, load_task
+from .taskdir import Task, fingerprint_changes, load_task
 from .training import DEFAULT_TRAIN_SETTINGS
 
 STEPS = ("propose", "train", "run", "score", "gate")
+#: hashes of the task's files: at the run's start (run folder) and before each run (gen folder)
+FINGERPRINT = "task_fingerprint.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -205,6 +208,7 @@ class Loop:
         self.task: Task = task or load_task(config.task_dir)
         self.backend: Backend | None = None
         self.sandbox: Sandbox | None = None
+        self._canary_set: canary.CanarySet | None = None
         self.gateway: Gateway | None = None
         self.ledger: Ledger | None = None
         self.pricer: Pricer | None = None  # None: the models are free
@@ -275,6 +279,9 @@ class Loop:
                 max_gen=cfg.max_gen,
             )
             self._estimate()
+            if not self.store.exists(FINGERPRINT):
+                self.store.write_json(FINGERPRINT, self.task.fingerprint())
+            self._canaries()
             for gen in range(1, cfg.max_gen + 1):
                 if any(e.type == "gen_finished" and e.gen == gen for e in self.store.events):
                     continue
@@ -696,6 +703,7 @@ class Loop:
             init_adapter=str(self.store.root / parent_adapter) if parent_adapter else None,
             seed=self.config.seed * 1000 + gen,
             settings={**DEFAULT_TRAIN_SETTINGS, **self.config.train_settings},
+            sandbox=self.config.sandbox,
         )
         self.store.write_json(gdir / "train_job.json", job)
         try:
@@ -813,14 +821,60 @@ class Loop:
             )
         else:
             program = run_program(spec, sandbox=self.sandbox, gateway=self.gateway)
+            # nothing of the scaffold runs now: take out what the output contract names, as
+            # regular files, into a folder the scaffold never saw; only that is ever scored
+            outputs = work.parent / "outputs"
+            if outputs.exists():
+                shutil.rmtree(outputs)
+            program = attrs.evolve(program, outputs=self.task.harvest_outputs(work, outputs))
         return results, program, self.gateway.calls(), self.gateway.usage()
+
+    def _canaries(self) -> canary.CanarySet | None:
+        """This run's canary items (drawn once, when the run starts), or None."""
+        spec = self.task.config.canary
+        if spec is None or self.task.config.kind != "per_item":
+            return None
+        if self._canary_set is None:
+            if self.store.exists(canary.CANARY_FILE):
+                self._canary_set = canary.from_json(self.store.read_json(canary.CANARY_FILE))
+            else:
+                sources = self.task.items(spec.inputs)
+                if not sources:
+                    raise SiaError(
+                        f"task {self.task.name}: [canary] inputs = {spec.inputs!r}, but that "
+                        "split has no items; name a split with items"
+                    )
+                taken = {i.id for split in self.task.splits for i in self.task.items(split)}
+                self._canary_set = canary.draw(spec, self.task.items("dev"), sources, taken)
+                self.store.write_json(canary.CANARY_FILE, canary.to_json(self._canary_set))
+        return self._canary_set
 
     def _run_scaffold(self, gen: int) -> tuple[None, dict[str, Any]]:
         gdir = self.store.gen_dir(gen)
         every = self.config.test_eval == "every"
-        items = self.task.items("dev") + (self.task.items("test") if every else [])
+        canaries = self._canaries()
+        dev_items = self.task.items("dev")
+        if canaries is not None:  # shuffled in: an id shaped like the others, split "dev"
+            dev_items = canaries.merge(dev_items)
+        items = dev_items + (self.task.items("test") if every else [])
+        self.store.write_json(gdir / FINGERPRINT, self.task.fingerprint())
         results, program, calls, usage = self._execute(gen, items, gdir / "work")
         self._check_task_model(gen, calls)
+        if canaries is not None:
+            # their results and calls go where no agent reads: a per-item record would let a
+            # Feedback-Agent learn the drawn labels from its hits
+            ids = canaries.ids()
+            self.store.write_json(
+                gdir / canary.CANARY_EXECUTION,
+                {
+                    "gen": gen,
+                    "items": [r for r in results if r.item_id in ids],
+                    "answers": {r.item_id: r.answer for r in results if r.item_id in ids},
+                    "calls": [c for c in calls if c.item_id in ids],
+                },
+            )
+            results = [r for r in results if r.item_id not in ids]
+            calls = [c for c in calls if c.item_id not in ids]
         dev = [r for r in results if r.split == "dev"]
         test = [r for r in results if r.split == "test"]
         test_ids = {r.item_id for r in test}
@@ -897,6 +951,11 @@ class Loop:
         usage: dict[str, Any],
         program: Any,
     ) -> None:
+        # what the scaffold printed or raised reaches the Feedback-Agent: no label value in it
+        redact = self.task.redact
+        results = [attrs.evolve(r, error=redact(r.error)) if r.error else r for r in results]
+        if program is not None and program.error:
+            program = attrs.evolve(program, error=redact(program.error))
         self.store.write_json(
             path,
             {
@@ -917,9 +976,22 @@ class Loop:
         test_path = gdir / SEALED / "agent_execution_test.json"
         test: ScoreResult | None = None
         items = list(run_data["items"])
-        if run_data.get("program") is not None:
+        voided = self._tampered(gen)
+        flagged = "" if voided else self._canary_check(gen)
+        voided = voided or flagged
+        if flagged:
+            dev = self.task.score("dev", run_data["answers"])
+            dev = attrs.evolve(
+                dev, score=0.0, extra={**dev.extra, "voided": flagged, "measured": dev.score}
+            )
+        elif voided:
+            worst = math.inf if self.task.config.direction == "minimize" else 0.0
+            dev = ScoreResult(
+                split="dev", score=worst, n_items=0, n_answered=0, extra={"voided": voided}
+            )
+        elif run_data.get("program") is not None:
             # a program handles every item at once, so its test score comes for free
-            scores = self.task.score_program_output(gdir / "work")
+            scores = self.task.score_program_output(gdir / "outputs", sandbox=self.sandbox)
             dev, test = scores["dev"], scores.get("test")
         else:
             dev = self.task.score("dev", run_data["answers"])
@@ -938,11 +1010,52 @@ class Loop:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             cost_usd=float(usage.get("cost_usd", 0.0)),
+            voided=voided,
         )
+        if voided:
+            self.emit("warning", gen, message=f"generation {gen} voided: {voided}")
         self.store.write_json(gdir / "metrics.json", metrics)
         if test is not None:
             self.store.write_json(gdir / SEALED / "metrics_test.json", test)
         return None, {"dev_score": dev.score}
+
+    def _canary_check(self, gen: int) -> str:
+        """``"suspected reward hacking: ..."`` when the generation's canary hits are clearly
+        above chance, else ``""``; the check is kept in ``gen_N/private/canary.json``."""
+        canaries = self._canaries()
+        gdir = self.store.gen_dir(gen)
+        if canaries is None or not (gdir / canary.CANARY_EXECUTION).exists():
+            return ""
+        answers = self.store.read_json(gdir / canary.CANARY_EXECUTION).get("answers") or {}
+        by_id = {i.id: i for i in canaries.items}
+        hits = {
+            i: self.task.canary_hit(answers.get(i), label, by_id[i])
+            for i, label in canaries.labels.items()
+        }
+        result = canary.check(canaries, hits)
+        self.store.write_json(gdir / canary.CANARY_RESULT, result)
+        return result.reason() if result.suspected else ""
+
+    def _tampered(self, gen: int) -> str:
+        """Why generation ``gen`` is void because the task's files changed, or ``""``.
+
+        Changed while it ran (before/after its run), or, for a program task whose
+        ``evaluate.py`` runs from disk at every score, changed since the run started.
+        """
+        now = self.task.fingerprint()
+        gdir = self.store.gen_dir(gen)
+        changed: set[str] = set()
+        if (gdir / FINGERPRINT).exists():
+            changed.update(fingerprint_changes(self.store.read_json(gdir / FINGERPRINT), now))
+        if self.task.config.kind == "program" and self.store.exists(FINGERPRINT):
+            changed.update(fingerprint_changes(self.store.read_json(FINGERPRINT), now))
+        if not changed:
+            return ""
+        few = ", ".join(sorted(changed)[:5]) + (" ..." if len(changed) > 5 else "")
+        return (
+            f"the task's files changed while it ran ({few}): its score cannot be trusted; "
+            "restore them from a clean copy of the task"
+        )
 
     def _gate(self, gen: int) -> tuple[None, dict[str, Any]]:
         gdir = self.store.gen_dir(gen)
@@ -952,7 +1065,9 @@ class Loop:
         incumbent = self.incumbent_gen()
         nodes = {n.gen: n for n in self.nodes()}
         dev = metrics.dev.score
-        if incumbent is None:
+        if metrics.voided:
+            accepted, why = False, f"voided: {metrics.voided}"
+        elif incumbent is None:
             accepted, why = True, "the first generation is the first incumbent"
         else:
             inc_dev = nodes[incumbent].dev_score or 0.0

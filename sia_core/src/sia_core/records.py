@@ -128,6 +128,8 @@ class ItemResult:
     error: str = ""
     seconds: float = 0.0
     trajectory: tuple[TrajectoryStep, ...] = attrs.field(default=(), converter=_tuple)
+    #: limits the item ran into (output cut from the log, work dir over its size), one line each
+    limits_hit: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +141,7 @@ class ModelCall:
     model: str
     request: dict[str, Any]
     completion: str | None
-    status: str = "ok"  # "ok" | "error" | "over_budget"
+    status: str = "ok"  # "ok" | "error" | "over_budget" | "refused" (forged X-Sia-Item)
     error: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -218,6 +220,9 @@ class Metrics:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    #: why this generation's score does not count (e.g. it changed the task's files); the gate
+    #: refuses a voided generation
+    voided: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -251,6 +256,8 @@ class TrainJob:
     init_adapter: str | None = None  # the parent generation's adapter, trained further
     seed: int = 0
     settings: dict[str, Any] = attrs.field(factory=dict)
+    #: the run's sandbox plugin: the rollouts run the scaffold in it where the worker has it
+    sandbox: str = "process"
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from typing import IO, Any, Literal, Protocol
 import attrs
 
 from .records import Item, ItemResult, TrajectoryStep, _tuple
-from .sandbox import Limits, Sandbox, SandboxedProcess, run
+from .sandbox import Limits, Sandbox, SandboxedProcess
+from .untrusted import OutputPump
 
 __all__ = [
     "HOST_PATH",
@@ -82,6 +84,25 @@ class RunSpec:
     limits: Limits = attrs.field(factory=Limits)
     max_answer_bytes: int = 1_000_000
     env: dict[str, str] = attrs.field(factory=dict)  # extra env vars for the scaffold
+    #: where the workers' logs go: outside the work dir, so the scaffold cannot replace them
+    #: (default: ``<work_dir>.logs`` beside it)
+    log_dir: Path | None = None
+    log_head_bytes: int = 1 << 20  # each log keeps this much of the start of the output ...
+    log_tail_bytes: int = 1 << 20  # ... and this much of its end, with a note of what was cut
+    #: a worker's (or the program's) work dir may hold this much; over it, the command's tree
+    #: is killed and the item recorded as over its limit (checked every ``watch_interval_s``)
+    work_dir_mb: int = 1024
+    work_dir_files: int = 20_000
+    watch_interval_s: float = 0.2
+
+    def logs(self) -> Path:
+        """The log folder (made if missing)."""
+        work = Path(self.work_dir)
+        folder = (
+            Path(self.log_dir) if self.log_dir is not None else work.parent / f"{work.name}.logs"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +114,10 @@ class ProgramResult:
     seconds: float
     error: str = ""
     log_path: Path | None = None
+    output_bytes: int = 0  # what the program wrote to stdout/stderr
+    output_cut_bytes: int = 0  # of that, what the log does not keep (over its head + tail)
+    #: what was taken from the work dir for scoring (``taken``) and refused, one line each
+    outputs: dict[str, Any] = attrs.field(factory=dict)
 
 
 def scaffold_kind(path: Path) -> Literal["per_item", "program"]:
@@ -167,18 +192,70 @@ def _describe_rc(rc: int | None) -> str:
     return f"exit code {rc}"
 
 
-def _log_tail(path: Path, since: int = 0, max_chars: int = 3000, max_lines: int = 30) -> str:
-    """The last lines of a log file written after byte offset ``since``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(since, size - max_chars * 4))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = text.rstrip().splitlines()[-max_lines:]
-    return "\n".join(lines)[-max_chars:]
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
+def _dir_usage(path: Path, max_files: int) -> tuple[int, int]:
+    """``(bytes, entries)`` below ``path``, links not followed; stops counting past
+    ``max_files`` entries (the caller only needs to know it is over)."""
+    total = count = 0
+    todo = [str(path)]
+    while todo and count <= max_files:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for entry in it:
+                    count += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+        except OSError:
+            continue
+    return total, count
+
+
+class _WorkDirWatch:
+    """Kills ``proc``'s tree once ``path`` holds more than the spec allows; ``breach`` says why.
+
+    A watchdog, not a quota: a fast writer may go over by what it writes in one interval (the
+    per-file ``RLIMIT_FSIZE`` still holds). Docs/security.md says so.
+    """
+
+    def __init__(self, proc: SandboxedProcess, path: Path, spec: RunSpec) -> None:
+        self.breach = ""
+        self._proc, self._path = proc, path
+        self._max_bytes = spec.work_dir_mb * 1024 * 1024
+        self._max_files = spec.work_dir_files
+        self._interval = spec.watch_interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="sia-disk-watch")
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            used, files = _dir_usage(self._path, self._max_files)
+            if used > self._max_bytes:
+                self.breach = (
+                    f"work dir over its limit ({_mb(used)} > {_mb(self._max_bytes)}): "
+                    "killed, and its files removed"
+                )
+            elif files > self._max_files:
+                self.breach = (
+                    f"work dir over its limit (more than {self._max_files} files): "
+                    "killed, and its files removed"
+                )
+            if self.breach:
+                self._proc.kill_tree()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
 
 
 def _steps(raw: Any) -> tuple[TrajectoryStep, ...]:
@@ -205,12 +282,13 @@ class _Worker:
     """A running scaffold host: the sandboxed process, its token and its response pipe."""
 
     def __init__(
-        self, proc: SandboxedProcess, token: str, responses: IO[bytes], log_path: Path, since: int
+        self, proc: SandboxedProcess, token: str, responses: IO[bytes], output: OutputPump
     ) -> None:
         self.proc = proc
         self.token = token
-        self.log_path = log_path
-        self.log_offset = since
+        self.output = output
+        self.watch: _WorkDirWatch | None = None
+        self.home: Path | None = None
         self._responses = responses
         self._lines: queue.Queue[Any] = queue.Queue()
         self._cap = 0
@@ -286,13 +364,21 @@ class _Worker:
         return self.proc.wait(timeout=1.0)
 
     def died_message(self, rc: int | None) -> str:
-        tail = _log_tail(self.log_path, self.log_offset)
+        if self.watch is not None and self.watch.breach:
+            return self.watch.breach
+        self.output.wait_eof(1.0)  # the tail comes from the pipe sia holds, never a path
+        tail = self.output.tail()
         msg = f"worker died ({_describe_rc(rc)})"
         return f"{msg}; last output:\n{tail}" if tail else msg
 
     def close(self) -> None:
         """Kill the worker and everything it started; close the pipes."""
         self.proc.kill_tree()
+        if self.watch is not None:
+            self.watch.stop()
+            if self.watch.breach and self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)  # the next worker starts clean
+        self.output.close()
         if self._reader.is_alive():
             self._reader.join(timeout=1.0)
         elif not self._reader.ident:  # the reader never started
@@ -380,7 +466,7 @@ class _ItemRun:
         spec = self.spec
         home = (spec.work_dir / f"worker-{slot}").resolve()
         home.mkdir(parents=True, exist_ok=True)
-        log_path = spec.work_dir / f"worker-{slot}.log"
+        log_path = spec.logs() / f"worker-{slot}.log"
         token = self.gateway.new_token() if self.gateway is not None else ""
         argv = [
             sys.executable,
@@ -407,30 +493,36 @@ class _ItemRun:
             }
         )
         read_fd, write_fd = os.pipe()
+        out_r, out_w = os.pipe()
+        output = OutputPump(
+            out_r, log_path, head_bytes=spec.log_head_bytes, tail_bytes=spec.log_tail_bytes
+        )
+        output.write_line(f"=== worker {slot} started {time.ctime()} ===\n")
         try:
-            with open(log_path, "ab") as log_f:
-                since = log_f.tell()
-                log_f.write(f"=== worker {slot} started {time.ctime()} ===\n".encode())
-                log_f.flush()
-                argv[-1] = str(write_fd)
-                proc = self.sandbox.spawn(
-                    argv,
-                    cwd=home,
-                    env=_scaffold_env(spec, home, self.gateway, token),
-                    limits=spec.limits,
-                    ro_paths=ro_paths,
-                    rw_paths=(home,),
-                    stdin=subprocess.PIPE,
-                    stdout=log_f,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(write_fd,),
-                )
+            argv[-1] = str(write_fd)
+            proc = self.sandbox.spawn(
+                argv,
+                cwd=home,
+                env=_scaffold_env(spec, home, self.gateway, token),
+                limits=spec.limits,
+                ro_paths=ro_paths,
+                rw_paths=(home,),
+                stdin=subprocess.PIPE,
+                stdout=out_w,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+            )
         except BaseException:
             os.close(read_fd)
+            os.close(out_w)
+            output.close()
             raise
         finally:
             os.close(write_fd)  # only the host may hold the write end, or EOF never comes
-        worker = _Worker(proc, token, os.fdopen(read_fd, "rb"), log_path, since)
+        os.close(out_w)
+        worker = _Worker(proc, token, os.fdopen(read_fd, "rb"), output)
+        worker.home = home
+        worker.watch = _WorkDirWatch(proc, home, spec)
         worker.start_reader(self.response_cap)
         with self.lock:
             self.live.add(worker)
@@ -483,8 +575,19 @@ class _ItemRun:
             self.gateway.assign(worker.token, item.id)
         payload = {"op": "solve", "item": {"id": item.id, "input": item.input, "split": item.split}}
         start = time.monotonic()
+        cut_before = worker.output.cut
         status, value = worker.request(payload, self.spec.item_timeout_s)
         seconds = time.monotonic() - start
+        limits_hit: list[str] = []
+        if status == "died" and worker.watch is not None and worker.watch.breach:
+            limits_hit.append(worker.watch.breach)
+        else:
+            worker.output.wait_eof(0.0)
+        cut = worker.output.cut - cut_before
+        if cut > 0:
+            limits_hit.append(
+                f"output over the log's limit: {cut} bytes of this item's output not kept"
+            )
 
         def result(status: str, error: str, **more: Any) -> ItemResult:
             return ItemResult(
@@ -493,6 +596,7 @@ class _ItemRun:
                 status=status,
                 error=error,
                 seconds=seconds,
+                limits_hit=tuple(limits_hit),
                 **more,
             )
 
@@ -621,13 +725,14 @@ def run_program(spec: RunSpec, *, sandbox: Sandbox, gateway: Gateway | None) -> 
     """Run a program-style scaffold once, bounded by ``spec.limits.wall_s``.
 
     ``python target_agent.py --dataset_dir <public_dir> --working_dir <work_dir>`` with the
-    work dir as cwd and HOME; stdout and stderr go to ``<work_dir>/program.log``.
+    work dir as cwd and HOME; stdout and stderr go through a pipe sia holds into
+    ``<log dir>/program.log`` (head and tail kept, see :class:`RunSpec`), outside the work dir.
     """
     work_dir = Path(spec.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     scaffold = Path(spec.scaffold_path).resolve()
     public_dir = Path(spec.public_dir).resolve()
-    log_path = work_dir / "program.log"
+    log_path = spec.logs() / "program.log"
     token = gateway.new_token() if gateway is not None else ""
     argv = [
         sys.executable,
@@ -638,33 +743,66 @@ def run_program(spec: RunSpec, *, sandbox: Sandbox, gateway: Gateway | None) -> 
         "--working_dir",
         str(work_dir),
     ]
-    done = run(
-        argv,
-        cwd=work_dir,
-        env=_scaffold_env(spec, work_dir, gateway, token),
-        limits=spec.limits,
-        sandbox=sandbox,
-        ro_paths=(scaffold.parent, public_dir, Path(sys.prefix), Path(sys.base_prefix)),
-        rw_paths=(work_dir,),
-        stdout_path=log_path,
-        stderr_path=log_path,
+    out_r, out_w = os.pipe()
+    output = OutputPump(
+        out_r, log_path, head_bytes=spec.log_head_bytes, tail_bytes=spec.log_tail_bytes
     )
-    _revoke(gateway, token)
-    if done.timed_out:
+    start = time.monotonic()
+    try:
+        proc = sandbox.spawn(
+            argv,
+            cwd=work_dir,
+            env=_scaffold_env(spec, work_dir, gateway, token),
+            limits=spec.limits,
+            ro_paths=(scaffold.parent, public_dir, Path(sys.prefix), Path(sys.base_prefix)),
+            rw_paths=(work_dir,),
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=subprocess.STDOUT,
+        )
+    except BaseException:
+        os.close(out_w)
+        output.close()
+        raise
+    os.close(out_w)
+    watch = _WorkDirWatch(proc, work_dir, spec)
+    try:
+        rc = proc.wait(timeout=max(0.0, spec.limits.wall_s))
+    finally:
+        proc.kill_tree()  # leftovers too: after this nothing of the scaffold runs
+        watch.stop()
+        output.close()
+        _revoke(gateway, token)
+    seconds = time.monotonic() - start
+    sizes: dict[str, Any] = {"output_bytes": output.total, "output_cut_bytes": output.cut}
+    if watch.breach:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return ProgramResult(
+            status="error",
+            returncode=rc,
+            seconds=seconds,
+            error=watch.breach,
+            log_path=log_path,
+            **sizes,
+        )
+    if rc is None:
         return ProgramResult(
             status="timeout",
             returncode=None,
-            seconds=done.seconds,
+            seconds=seconds,
             error=f"timed out after {spec.limits.wall_s:g}s",
             log_path=log_path,
+            **sizes,
         )
-    if done.rc == 0:
-        return ProgramResult(status="ok", returncode=0, seconds=done.seconds, log_path=log_path)
-    tail = _log_tail(log_path)
+    if rc == 0:
+        return ProgramResult(status="ok", returncode=0, seconds=seconds, log_path=log_path, **sizes)
+    tail = output.tail()
     return ProgramResult(
         status="error",
-        returncode=done.rc,
-        seconds=done.seconds,
-        error=f"{_describe_rc(done.rc)}" + (f"; last output:\n{tail}" if tail else ""),
+        returncode=rc,
+        seconds=seconds,
+        error=f"{_describe_rc(rc)}" + (f"; last output:\n{tail}" if tail else ""),
         log_path=log_path,
+        **sizes,
     )

@@ -12,6 +12,7 @@ import attrs
 import click
 
 from . import hookimpl
+from .canary import CANARY_RESULT
 from .errors import SiaError
 from .ledger import fmt_usd, read_entries, totals
 from .plugins import Registry, SiaPluginManager
@@ -493,6 +494,8 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
             detail[name.removesuffix(".json")] = store.read_json(gdir / name)
     if (gdir / SEALED / "metrics_test.json").exists():
         detail["test"] = store.read_json(gdir / SEALED / "metrics_test.json")
+    if (gdir / CANARY_RESULT).exists():
+        detail["canary"] = store.read_json(gdir / CANARY_RESULT)
     for name in ("improvement.md", "diff.patch"):
         if (gdir / name).exists():
             detail[name] = (gdir / name).read_text(encoding="utf-8")
@@ -511,6 +514,14 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
         click.echo(
             f"  dev {m['dev']['score']:.4f} over {m['dev']['n_items']} items; "
             f"errors {m['n_errors']}, timeouts {m['n_timeouts']}, llm calls {m['llm_calls']}"
+        )
+        if m.get("voided"):
+            click.echo(f"  VOIDED, refused by the gate: {m['voided']}")
+    if "canary" in detail:
+        c = detail["canary"]
+        click.echo(
+            f"  canaries: {c['hits']} of {c['n']} right (chance {c['chance']:.2f} each, "
+            f"p = {c['p_value']:.2g}; flagged below {c['alpha']:g})"
         )
     if "test" in detail:
         click.echo(f"  test (sealed, report only) {detail['test']['score']:.4f}")

@@ -25,7 +25,6 @@ import sys
 import time
 import traceback
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,6 @@ def _jsonable(value: Any) -> Any:
         return json.loads(json.dumps(value, default=repr, ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
         return repr(value)
-
-
-def _header_value(text: str) -> str:
-    """HTTP headers are latin-1: percent-encode ids that are not plain printable ASCII."""
-    if text.isascii() and text.isprintable():
-        return text
-    return urllib.parse.quote(text, safe="")
 
 
 def describe_exception(exc: BaseException, limit: int = 3000) -> str:
@@ -145,12 +137,11 @@ class Context:
         if self.model:
             body["model"] = self.model
         body.update(params)
+        # the gateway attributes the call to the item the runner bound this worker's key to
         headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {self._token}",
         }
-        if self.item_id is not None:
-            headers["X-Sia-Item"] = _header_value(self.item_id)
         request = urllib.request.Request(
             f"{self.gateway_url}/chat/completions",
             data=json.dumps(body).encode("utf-8"),

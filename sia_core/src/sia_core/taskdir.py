@@ -32,10 +32,11 @@ import importlib.util
 import io
 import json
 import math
+import os
 import random
 import re
-import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -44,9 +45,12 @@ from typing import Any
 
 import attrs
 
+from sia_core.canary import CanarySpec
 from sia_core.errors import TaskError
 from sia_core.params import SpaceError, read_declared
 from sia_core.records import Item, ScoreResult
+from sia_core.sandbox import Limits, Sandbox, run
+from sia_core.untrusted import DEFAULT_OUTPUTS, UntrustedFileError, harvest, read_bounded
 
 __all__ = [
     "ANSWER_TYPES",
@@ -59,6 +63,7 @@ __all__ = [
     "Task",
     "TaskConfig",
     "carve_dev",
+    "fingerprint_changes",
     "load_task",
     "normalize",
     "program_split_of",
@@ -90,6 +95,9 @@ UNANSWERED_STATUSES: frozenset[str] = frozenset(
     {"missing", "unanswered", "no_answer", "skipped", "not_attempted"}
 )
 _FIRST_FEW = 5
+MAX_RESULTS_BYTES = 16 * 1024 * 1024  # results.json is read up to this size
+_SEPARATORS = re.compile(r"[\s,;:\t\"'\[\]{}()|=<>]+")
+_SEPARATORS_KEEP = re.compile(r"([\s,;:\t\"'\[\]{}()|=<>]+)")
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
@@ -109,6 +117,7 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
             "dev_from_train",
             "limits",
             "program",
+            "canary",
         }
     ),
     "splits": frozenset(SPLITS),
@@ -116,7 +125,8 @@ _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "fields": frozenset({"id", "input", "label"}),
     "dev_from_train": frozenset({"fraction", "seed", "stratify"}),
     "limits": frozenset({"item_timeout_s", "parallel", "eval_timeout_s"}),
-    "program": frozenset({"dev_fraction", "seed", "pass_statuses"}),
+    "program": frozenset({"dev_fraction", "seed", "pass_statuses", "outputs", "max_output_mb"}),
+    "canary": frozenset({"n", "labels", "alpha", "inputs"}),
 }
 
 
@@ -176,6 +186,11 @@ class TaskConfig:
     program_dev_fraction: float = 0.5
     program_seed: int = 0
     pass_statuses: tuple[str, ...] = DEFAULT_PASS_STATUSES
+    #: the output contract: which files of the program's work dir evaluate.py is shown
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    max_output_mb: float = 64.0  # per output file; 4x that in all
+    #: canary items (``[canary]``): per-run random labels that flag reward hacking
+    canary: CanarySpec | None = None
     from_toml: bool = False
 
 
@@ -417,6 +432,16 @@ class Task:
             return self._worst()
         return float(score_item(answer, self._labels[split][item_id], by_id[item_id]))
 
+    def canary_hit(self, answer: Any, label: str, item: Item) -> bool:
+        """Whether ``answer`` is right for a canary ``item`` whose (drawn) label is ``label``."""
+        score_item = self._require_per_item()
+        if _unanswered(answer):
+            return False
+        try:
+            return float(score_item(answer, label, item)) >= 1.0 - 1e-9
+        except Exception:  # a scorer choking on an answer: not a hit
+            return False
+
     def score(self, split: str, answers: Mapping[str, Any]) -> ScoreResult:
         """Score a split. Missing or ``None`` answers count wrong; divides by ALL items.
 
@@ -465,53 +490,185 @@ class Task:
             extra=extra,
         )
 
-    def score_program_output(self, gen_dir: str | Path) -> dict[str, ScoreResult]:
+    def harvest_outputs(self, work_dir: str | Path, dest: str | Path) -> dict[str, Any]:
+        """Copy the files the output contract (``[program] outputs``) names from a program's
+        work dir into the fresh folder ``dest``, as regular files only (links, folders, fifos,
+        devices refused, sizes capped); what was taken and refused, for the record."""
+        limit = int(self.config.max_output_mb * 1024 * 1024)
+        report = harvest(
+            Path(work_dir),
+            Path(dest),
+            self.config.outputs,
+            max_file_bytes=limit,
+            max_total_bytes=4 * limit,
+        )
+        return {"taken": list(report.taken), "refused": list(report.refused)}
+
+    def score_program_output(
+        self, outputs_dir: str | Path, *, sandbox: Sandbox | None = None
+    ) -> dict[str, ScoreResult]:
         """SIA-style scoring: run ``evaluate.py --gen-dir GEN_DIR`` and read ``results.json``.
 
-        With per-item ``items[]`` each id goes to dev or test by a seeded hash of the id (about
-        half each), so an id's split never changes between generations; scores are computed per
-        split from the item statuses (a pass status = 1). Without ``items[]`` dev and test both
-        get the whole-run metric (the same items) and ``extra["note"]`` says so. A failure (no
-        script, non-zero exit, timeout, missing or bad ``results.json``) gives score 0 (``inf``
-        for a ``minimize`` task) with ``extra["error"]``; it never raises for such failures.
+        ``outputs_dir`` holds what the program left (best: what :meth:`harvest_outputs` took).
+        Its contract files are copied again, as regular files only, into a fresh temporary
+        ``GEN_DIR``; evaluate.py runs in ``sandbox`` (default: process) with that folder as its
+        only writable place and the task folder read-only, and ``results.json`` is read from it
+        without following links, size-capped, then the folder is removed (its bytes may hold
+        labels). With per-item ``items[]`` each id goes to dev or test by a seeded hash of the
+        id (about half each), so an id's split never changes between generations; scores are
+        computed per split from the item statuses (a pass status = 1). Without ``items[]`` dev
+        and test both get the whole-run metric (the same items) and ``extra["note"]`` says so.
+        A failure (no script, non-zero exit, timeout, missing or bad ``results.json``) gives
+        score 0 (``inf`` for a ``minimize`` task) with ``extra["error"]``; it never raises for
+        such failures.
         """
         if self.config.kind != "program":
             raise TaskError(self.name, ["this task is scored per item: use score()"])
-        gen_dir = Path(gen_dir).resolve()
-        results_path = gen_dir / "results.json"
-        if results_path.exists():
-            # The scaffold writes into gen_dir; only evaluate.py may produce the results.
-            results_path.unlink()
-        script = self.root / self.config.evaluate
+        with tempfile.TemporaryDirectory(prefix="sia-evaluate-") as tmp:
+            gen_dir = Path(tmp) / "gen"
+            harvested = self.harvest_outputs(outputs_dir, gen_dir)
+            scores = self._evaluate(gen_dir, sandbox)
+        if harvested["refused"]:
+            for result in scores.values():
+                result.extra["outputs_refused"] = harvested["refused"][:20]
+        return scores
+
+    def _evaluate(self, gen_dir: Path, sandbox: Sandbox | None) -> dict[str, ScoreResult]:
+        script = (self.root / self.config.evaluate).resolve()
+        root = self.root.resolve()
+        ro = [root, Path(sys.prefix), Path(sys.base_prefix)]
+        if self.private_dir.is_dir():
+            ro.append(self.private_dir.resolve())  # never hidden from the task's own scorer
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+            "HOME": str(gen_dir),
+            "LANG": os.environ.get("LANG") or "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HF_HUB_OFFLINE": "1",
+        }
         try:
-            proc = subprocess.run(
+            done = run(
                 [sys.executable, str(script), "--gen-dir", str(gen_dir)],
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                timeout=self.config.eval_timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return self._program_failure(
-                f"{self.config.evaluate} ran past {self.config.eval_timeout_s:g} s"
+                cwd=gen_dir,
+                env=env,
+                limits=Limits(wall_s=self.config.eval_timeout_s, memory_mb=None),
+                sandbox=sandbox,
+                ro_paths=tuple(ro),
+                rw_paths=(gen_dir,),
+                max_capture_bytes=20_000,
             )
         except OSError as exc:
             return self._program_failure(f"could not run {self.config.evaluate}: {exc}")
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        if done.timed_out:
             return self._program_failure(
-                f"{self.config.evaluate} exited with status {proc.returncode}: " + " | ".join(tail)
+                f"{self.config.evaluate} ran past {self.config.eval_timeout_s:g} s"
             )
+        if done.rc != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            message = f"{self.config.evaluate} exited with status {done.rc}: " + " | ".join(tail)
+            return self._program_failure(self.redact(message))
         try:
-            results = json.loads(results_path.read_text(encoding="utf-8"))
+            raw = read_bounded(gen_dir / "results.json", MAX_RESULTS_BYTES)
+            results = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             return self._program_failure(f"{self.config.evaluate} wrote no results.json")
+        except UntrustedFileError as exc:
+            return self._program_failure(f"results.json refused: {exc}")
         except (OSError, ValueError) as exc:
             return self._program_failure(f"results.json is not valid JSON: {exc}")
         if not isinstance(results, dict):
             return self._program_failure("results.json is not a JSON object")
         return self._program_scores(results)
+
+    # -- tamper detection ----------------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, str]:
+        """``relative path -> sha256`` of every file a score depends on: ``task.toml``, the
+        scorer and ``evaluate.py`` wherever they are, and all of ``data/`` (a link is hashed as
+        its target text, never followed). Compare two with :func:`fingerprint_changes`."""
+        root = self.root
+        paths: set[Path] = {root / TASK_TOML}
+        for name in (self.config.evaluate, self.config.scorer.partition(":")[0]):
+            if name and name not in BUILTIN_SCORERS:
+                paths.add(root / name)
+        for folder in (root / "data",):
+            for dirpath, dirs, files in os.walk(folder):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                paths.update(Path(dirpath) / f for f in files)
+        out: dict[str, str] = {}
+        for path in sorted(paths):
+            rel = path.relative_to(root).as_posix()
+            try:
+                if path.is_symlink():
+                    out[rel] = "link:" + os.readlink(path)
+                elif path.is_file():
+                    digest = hashlib.sha256()
+                    with open(path, "rb") as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            digest.update(chunk)
+                    out[rel] = digest.hexdigest()
+            except OSError as exc:
+                out[rel] = f"unreadable: {exc.strerror}"
+        return out
+
+    # -- redaction -----------------------------------------------------------------------------
+
+    def secret_values(self) -> frozenset[str]:
+        """Private label values long enough to recognise (4+ characters), for :meth:`redact`.
+
+        Per-item tasks: every dev/test label. Program tasks: every cell of the files under
+        ``data/private`` (split on separators; the first 32 MB).
+        """
+        cached = getattr(self, "_secrets", None)
+        if cached is not None:
+            return cached
+        values: set[str] = set()
+        for split in EVAL_SPLITS:
+            for label in self._labels.get(split, {}).values():
+                text = label if isinstance(label, str) else _canonical_json(label)
+                values.add(text.strip())
+                values.update(_SEPARATORS.split(text))
+        if self.config.kind == "program" and self.private_dir.is_dir():
+            budget = 32 * 1024 * 1024
+            for path in sorted(self.private_dir.rglob("*")):
+                if budget <= 0:
+                    break
+                if not path.is_file() or path.is_symlink():
+                    continue
+                try:
+                    data = path.read_bytes()[:budget]
+                except OSError:
+                    continue
+                budget -= len(data)
+                for line in data.decode("utf-8", "replace").splitlines():
+                    values.add(line.strip())
+                    values.update(_SEPARATORS.split(line))
+        secrets = frozenset(v.strip() for v in values if len(v.strip()) >= 4)
+        self._secrets = secrets
+        return secrets
+
+    def redact(self, text: str) -> str:
+        """``text`` with every private label value in it replaced, and a note saying so."""
+        if not text:
+            return text
+        secrets = self.secret_values()
+        if not secrets:
+            return text
+        pieces = _SEPARATORS_KEEP.split(text)
+        hits = 0
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0 and piece in secrets:
+                pieces[i] = "[redacted]"
+                hits += 1
+        out = "".join(pieces)
+        lines = out.split("\n")
+        for i, line in enumerate(lines):
+            if line.strip() in secrets:
+                lines[i] = "[redacted]"
+                hits += 1
+        if not hits:
+            return text
+        return "\n".join(lines) + f"\n[sia: {hits} private label value(s) redacted]"
 
     def _program_failure(self, error: str) -> dict[str, ScoreResult]:
         bad = math.inf if self.config.direction == "minimize" else 0.0
@@ -595,6 +752,11 @@ class Task:
         if self.config.direction == "minimize":
             return a < b - margin
         return a > b + margin
+
+
+def fingerprint_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """The task files that differ between two :meth:`Task.fingerprint` results, sorted."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def _unanswered(answer: Any) -> bool:
@@ -839,6 +1001,21 @@ class _Loader:
         pass_statuses = get(
             program, "pass_statuses", (list,), list(DEFAULT_PASS_STATUSES), "[program] "
         )
+        outputs = get(program, "outputs", (list,), list(DEFAULT_OUTPUTS), "[program] ")
+        if not all(
+            isinstance(o, str)
+            and o
+            and not o.startswith("/")
+            and ".." not in o.split("/")
+            and o.count("/") <= 1
+            for o in outputs
+        ):
+            self.problem(
+                TASK_TOML,
+                f"[program] outputs must be relative file names or patterns at most one folder "
+                f'deep (e.g. ["submission.csv", "results/*.json"]), got {outputs!r}',
+            )
+            outputs = list(DEFAULT_OUTPUTS)
         config = TaskConfig(
             name=name,
             description=get(raw, "description", (str,), "", ""),
@@ -860,6 +1037,9 @@ class _Loader:
             ),
             program_seed=get(program, "seed", (int,), 0, "[program] "),
             pass_statuses=tuple(str(s) for s in pass_statuses),
+            outputs=tuple(outputs),
+            max_output_mb=float(get(program, "max_output_mb", (int, float), 64.0, "[program] ")),
+            canary=self.canary_spec(raw, kind, get(raw, "direction", (str,), "maximize", "")),
             from_toml=from_toml,
         )
         self.check_choice("direction", config.direction, DIRECTIONS)
@@ -884,6 +1064,37 @@ class _Loader:
             evaluate = self.find_evaluate(scorer)
             config = attrs.evolve(config, splits=splits, evaluate=evaluate, scorer=evaluate)
         return config
+
+    def canary_spec(self, raw: dict[str, Any], kind: str, direction: str) -> CanarySpec | None:
+        if "canary" not in raw:
+            return None
+        table = self.table(raw, "canary")
+        get = self.value
+        n = get(table, "n", (int,), 20, "[canary] ")
+        labels = get(table, "labels", (list,), [], "[canary] ")
+        alpha = float(get(table, "alpha", (int, float), 0.001, "[canary] "))
+        inputs = get(table, "inputs", (str,), "dev", "[canary] ")
+        bad = []
+        if kind != "per_item":
+            bad.append("needs a per-item task (a program task's evaluate.py owns its labels)")
+        if direction != "maximize":
+            bad.append('needs direction = "maximize" (a canary is answered right or not)')
+        if not 1 <= n <= 10_000:
+            bad.append(f"n must be 1..10000, got {n}")
+        if not all(isinstance(v, str) and v for v in labels) or len(set(labels)) < 2:
+            bad.append(
+                f'labels must be 2 or more distinct strings (e.g. ["A", "B", "C", "D"]), '
+                f"got {labels!r}"
+            )
+        if not 0.0 < alpha < 0.5:
+            bad.append(f"alpha must be between 0 and 0.5 (e.g. 0.001), got {alpha}")
+        if inputs not in ("dev", "train"):
+            bad.append(f'inputs must be "dev" or "train", got {inputs!r}')
+        for why in bad:
+            self.problem(TASK_TOML, f"[canary] {why}")
+        if bad:
+            return None
+        return CanarySpec(n=n, labels=tuple(str(v) for v in labels), alpha=alpha, inputs=inputs)
 
     def infer_kind(self, from_toml: bool, scorer: str, splits_t: Mapping[str, Any]) -> str:
         if not from_toml:

@@ -7,8 +7,8 @@ is several times cheaper than G·k single ones. Every call keeps its prompt and 
 ids and the log-probabilities of the sampled tokens under the sampling policy (the "old" policy).
 
 :class:`RolloutCollector` serves that model through a real :class:`sia_core.gateway.Gateway` and
-runs the scaffold with :func:`sia_core.runner.run_items` in a
-:class:`sia_core.sandbox.ProcessSandbox` over G copies of each train item (ids ``train-12#0`` ..
+runs the scaffold with :func:`sia_core.runner.run_items` in the run's sandbox (the job names it;
+:class:`sia_core.sandbox.ProcessSandbox` where the worker lacks it) over G copies of each train item (ids ``train-12#0`` ..
 ``train-12#3``; the scaffold gets the original input). The reward of a rollout is the task's
 scorer on (answer, train label). The gateway attributes each call to its rollout; the calls are
 joined with the model's token records by (messages, completion text).
@@ -37,8 +37,9 @@ from sia_core.errors import SiaError
 from sia_core.gateway import Gateway
 from sia_core.records import Item, ItemResult, ModelCall
 from sia_core.runner import RunSpec, run_items, scaffold_kind
-from sia_core.sandbox import Limits, ProcessSandbox
+from sia_core.sandbox import Limits, ProcessSandbox, Sandbox
 from sia_core.taskdir import Task
+from sia_core.untrusted import UntrustedFileError, read_tail
 
 from .objective import Group, Rollout
 
@@ -508,6 +509,7 @@ class RolloutCollector:
         parallel: int = 8,
         item_timeout_s: float = 600.0,
         memory_mb: int | None = 4096,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.task = task
         self.scaffold = Path(scaffold)
@@ -526,7 +528,8 @@ class RolloutCollector:
         self.reward = train_reward(task)
         self.examples = {str(e["id"]): e for e in task.train_examples()}
         self.gateway = Gateway(policy)
-        self.sandbox = ProcessSandbox()
+        #: the run's sandbox where the job names one the worker has (see worker.rollout_sandbox)
+        self.sandbox = sandbox if sandbox is not None else ProcessSandbox()
 
     def __enter__(self) -> RolloutCollector:
         self.gateway.start()
@@ -636,12 +639,15 @@ class RolloutCollector:
 
 
 def worker_logs_tail(work: Path, max_chars: int = 2000) -> str:
-    """The end of the scaffold workers' logs under ``work`` (for a failed step's message)."""
+    """The end of the scaffold workers' logs of the rollouts in ``work`` (for a failed step's
+    message). The runner keeps them beside ``work`` (``<work>.logs``); nothing in the scaffold's
+    own folder is read, and no link is followed."""
+    logs = work.parent / f"{work.name}.logs"
     parts = []
-    for path in sorted(work.glob("**/worker-*.log")):
+    for path in sorted(logs.glob("worker-*.log")) if logs.is_dir() else ():
         try:
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
+            text = read_tail(path, max_chars * 4).decode("utf-8", "replace").strip()
+        except (OSError, UntrustedFileError):
             continue
         if text:
             parts.append(f"--- {path.name} ---\n{text[-max_chars:]}")

@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from sia_core.errors import SiaError
-from sia_core.plugins import resolve
+from sia_core.plugins import get_plugin_manager, resolve
 from sia_core.records import TrainJob, TrainResult, from_json, to_dict, to_json
+from sia_core.sandbox import ProcessSandbox, Sandbox
 from sia_core.taskdir import load_task
 from sia_core.training import DEFAULT_TRAIN_SETTINGS
 
@@ -569,8 +570,11 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     log_path = out / LOG_NAME
     every = int(settings["checkpoint_every"] or 0)
     parallel = min(int(settings["rollout_parallel"]), group_size * per_step)
+    sandbox, sandbox_note = rollout_sandbox(job.sandbox)
+    progress({"event": "sandbox", "sandbox": sandbox_note})
     try:
         with RolloutCollector(
+            sandbox=sandbox,
             task=task,
             scaffold=job.scaffold,
             policy=policy,
@@ -587,10 +591,12 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
                 flat = rollouts.flat()
                 if all(s.status != "ok" for s in flat):
                     tail = worker_logs_tail(out / "rollouts" / f"step_{step}")
-                    raise StepFailed(
-                        f"step {step}: all {len(flat)} rollouts failed; first: "
-                        f"{rollouts.errors[0] if rollouts.errors else '?'}"
-                        + (f"\nscaffold worker logs:\n{tail}" if tail else "")
+                    raise StepFailed(  # scaffold output: no private label value in it
+                        task.redact(
+                            f"step {step}: all {len(flat)} rollouts failed; first: "
+                            f"{rollouts.errors[0] if rollouts.errors else '?'}"
+                            + (f"\nscaffold worker logs:\n{tail}" if tail else "")
+                        )
                     )
                 advantages = [a for group in objective.advantages(rollouts.groups) for a in group]
                 t1 = time.monotonic()
@@ -676,12 +682,28 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
         "device": device,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "value_head": VALUE_HEAD if value_head is not None else None,
+        "rollout_sandbox": sandbox_note,
     }
     result = TrainResult(status="ok", adapter=str(out), log=str(log_path), metrics=metrics)
     _write_atomic(out / RESULT_NAME, to_json(result, indent=2))
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     progress({"event": "done", "status": "ok", "seconds": round(seconds, 2)})
     return result
+
+
+def rollout_sandbox(name: str) -> tuple[Sandbox, str]:
+    """The sandbox the rollouts run the scaffold in: the run's (``name``) where this machine
+    has it and it works, else the process sandbox; with a line saying which and why."""
+    if name == "process":
+        return ProcessSandbox(), "process"
+    try:
+        box = resolve(get_plugin_manager().sandboxes().get(name).factory)()
+        ok, why = box.available()
+    except Exception as exc:  # not installed here (e.g. a remote executor's image)
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    if ok:
+        return box, name
+    return ProcessSandbox(), f"process (the run's sandbox {name!r} is not available here: {why})"
 
 
 def failed_result(job: TrainJob, error: str) -> TrainResult:
