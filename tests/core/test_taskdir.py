@@ -979,3 +979,24 @@ def test_redact_replaces_private_label_values_with_a_note(tmp_path: Path) -> Non
     assert "private label value(s) redacted" in out
     assert "nothing private here" in out
     assert task.redact("all clear") == "all clear"  # untouched, no note
+
+
+def test_canary_option_is_read_and_checked(tiny: Path) -> None:
+    toml = tiny / "task.toml"
+    base = toml.read_text()
+    toml.write_text(base + '\n[canary]\nn = 12\nlabels = ["1", "2", "3"]\n')
+    spec = load_task(tiny).config.canary
+    assert spec is not None
+    assert (spec.n, spec.labels, spec.alpha, spec.inputs) == (12, ("1", "2", "3"), 0.001, "dev")
+    assert load_task(tiny).canary_hit("The answer is 2.", "2", Item(id="x", input="", split="dev"))
+
+    toml.write_text(base + '\n[canary]\nn = 0\nlabels = ["A", "A"]\nalpha = 0.9\ninputs = "test"\n')
+    messages = [p.message for p in validate_task(tiny)]
+    for wrong in ("n must be 1..10000", "labels must be 2 or more", "alpha must be", "inputs must"):
+        assert any(m.startswith("[canary] " + wrong) for m in messages), (wrong, messages)
+
+    toml.write_text(
+        base.replace('direction = "maximize"', 'direction = "minimize"') + "[canary]\n"
+        'labels = ["1", "2"]\n'
+    )
+    assert any("needs direction" in p.message for p in validate_task(tiny))

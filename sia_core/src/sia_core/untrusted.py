@@ -21,6 +21,7 @@ import collections
 import contextlib
 import fnmatch
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Sequence
@@ -253,6 +254,31 @@ def harvest(
     return HarvestReport(taken=tuple(taken), refused=tuple(refused), total_bytes=total)
 
 
+def _open_log(path: Path) -> int:
+    """``path`` opened for appending, as a regular file of its own: whatever else is there (a
+    link, a fifo, a folder a scaffold put in its place under the process sandbox) is removed
+    first, never followed or opened."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags | os.O_CREAT, 0o600)
+        except OSError:
+            fd = -1  # a link (ELOOP), a fifo with no reader (ENXIO), a folder (EISDIR)
+        if fd >= 0:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                return fd
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        with contextlib.suppress(FileExistsError):
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    raise UntrustedFileError(f"{path}: cannot be made a plain log file")
+
+
 class OutputPump:
     """Drains the read end of a pipe into ``path``: at most ``head_bytes`` from the start and
     ``tail_bytes`` from the end, with a line saying how much was cut between them.
@@ -273,8 +299,7 @@ class OutputPump:
         self._tail_size = 0
         self._recent = bytearray()
         self._lock = threading.Lock()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._out = os.fdopen(os.open(self.path, flags, 0o600), "ab")
+        self._out = os.fdopen(_open_log(self.path), "ab")
         self._written = 0
         self._thread = threading.Thread(target=self._pump, daemon=True, name="sia-output-pump")
         self._thread.start()
