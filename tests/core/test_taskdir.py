@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -340,6 +341,8 @@ PARTIAL_SCORER = """
 def score_item(answer, label, item):
     if answer == "boom":
         raise RuntimeError("cannot score")
+    if answer == "nan":
+        return float("nan")
     return 0.5 if int(answer) == label + 1 else float(int(answer) == label)
 
 def aggregate(per_item, answers, labels):
@@ -353,11 +356,11 @@ def test_custom_scorer_and_aggregate(tiny: Path) -> None:
     task = load_task(tiny)
     labels = task.private_labels("dev")
     ids = [i.id for i in task.items("dev")]
-    answers = {ids[0]: labels[ids[0]], ids[1]: labels[ids[1]] + 1, ids[2]: "boom"}
+    answers = {ids[0]: labels[ids[0]], ids[1]: labels[ids[1]] + 1, ids[2]: "boom", ids[3]: "nan"}
     result = task.score("dev", answers)
-    assert result.score == pytest.approx(1.5 / 12)
+    assert result.score == pytest.approx(1.5 / 12)  # the nan counts as wrong, not as nan
     assert result.extra["n_half"] == 1
-    assert result.extra["scorer_errors"] == 1
+    assert result.extra["scorer_errors"] == 2
     assert "cannot score" in result.extra["first_scorer_error"]
     assert result.per_item[ids[2]] == 0.0
 
@@ -696,6 +699,7 @@ def test_carve_dev_stratifies_and_seeds() -> None:
 
 SPLIT_SCRIPT = """
 import json
+import math
 from sia_core.taskdir import _Row, carve_dev, program_split_of
 rows = [_Row(id=f"r{i}", input=i, label=i % 3) for i in range(50)]
 print(json.dumps({
@@ -1000,3 +1004,26 @@ def test_canary_option_is_read_and_checked(tiny: Path) -> None:
         'labels = ["1", "2"]\n'
     )
     assert any("needs direction" in p.message for p in validate_task(tiny))
+
+
+def test_program_results_with_non_finite_numbers(tmp_path: Path) -> None:
+    root = tmp_path / "copy-task"
+    make_sia_folder(root)
+    evaluate = root / "data/public/evaluate.py"
+    evaluate.write_text(
+        "import sys, pathlib, json\n"
+        "out = {'accuracy': float('inf')}\n"
+        "pathlib.Path(sys.argv[2], 'results.json').write_text(json.dumps(out))\n"
+    )
+    scores = load_task(root).score_program_output(tmp_path)
+    assert scores["dev"].score == 0.0 and "not a finite number" in scores["dev"].extra["error"]
+    evaluate.write_text(
+        "import sys, pathlib, json\n"
+        "items = [{'id': f'q{i:02d}', 'score': float('nan') if i % 2 else 1e308} for i in range(40)]\n"
+        "pathlib.Path(sys.argv[2], 'results.json').write_text(json.dumps({'items': items}))\n"
+    )
+    scores = load_task(root).score_program_output(tmp_path)
+    for split in ("dev", "test"):
+        assert math.isfinite(scores[split].score)
+        nan_ids = [i for i in scores[split].per_item if int(i[1:]) % 2]
+        assert nan_ids and all(scores[split].per_item[i] == 0.0 for i in nan_ids)

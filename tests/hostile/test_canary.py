@@ -224,3 +224,31 @@ def test_the_alarm_is_a_one_sided_binomial_test() -> None:
     assert (at_chance.hits, at_chance.suspected) == (6, False)
     clear = check(canaries, {i: k < 15 for k, i in enumerate(ids)})  # 15 of 24
     assert clear.suspected and clear.p_value < 0.001
+
+
+def test_a_run_whose_every_generation_is_voided_finishes_and_resumes(
+    sia_pm: Any, tiny_task_dir: Path, tmp_path: Path
+) -> None:
+    """No incumbent ever: each next generation starts again from the reference (Meta-Agent)."""
+    task = make_task(tiny_task_dir, leaky=False)
+    config = scripted_config(tmp_path, task, "process", [READS_LEAK], max_gen=2)
+    runs = tmp_path / "runs"
+    rows = Loop(config, RunStore.open(runs, "1", create=True), sia_pm).run()
+    assert [r.status for r in rows] == ["done", "done"]
+    root = RunStore.path_for(runs.resolve(), "1")
+    assert read(root, "archive.json")["incumbent"] is None
+    for gen in (1, 2):
+        assert read(root, f"gen_{gen}/metrics.json")["voided"].startswith("suspected reward")
+    decision = read(root, "gen_2/decision.json")
+    assert decision["parent_gen"] is None
+    assert any("every earlier generation was voided" in n for n in decision["notes"])
+    resume_run(sia_pm, runs, "1", max_gen=3)
+    assert read(root, "gen_3/metrics.json")["voided"].startswith("suspected reward")
+    shown = subprocess.run(
+        [sys.executable, "-m", "sia_core.cli", "show", "1", "--runs-dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr

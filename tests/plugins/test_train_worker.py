@@ -26,6 +26,7 @@ import pytest
 
 from sia_core.errors import SiaError
 from sia_core.records import TrainJob, TrainResult, from_dict
+from sia_sandbox_bwrap.sandbox import BwrapSandbox
 from sia_train import executor as executor_mod
 from sia_train.executor import LocalExecutor
 from sia_train.model import DONE_MARKER, gguf_to_hf, resolve_base_model
@@ -86,7 +87,12 @@ def shaped_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_job(
-    task: Path, out: Path, algorithm: str = "grpo", scaffold: Path | None = None, **settings: Any
+    task: Path,
+    out: Path,
+    algorithm: str = "grpo",
+    scaffold: Path | None = None,
+    sandbox: str = "process",
+    **settings: Any,
 ) -> TrainJob:
     base = {
         "steps": 1,
@@ -108,6 +114,7 @@ def make_job(
         out_dir=str(out),
         seed=3,
         settings={**base, **settings},
+        sandbox=sandbox,
     )
 
 
@@ -446,14 +453,27 @@ def test_grpo_two_steps_train_a_peft_adapter(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "adapter"
+    # the rollouts run the scaffold in the run's sandbox (bwrap where it works, as in CI)
+    bwrap_ok, why = BwrapSandbox().available()
     job = make_job(
-        shaped_task, out, "grpo", steps=2, group_size=4, items_per_step=2, micro_batch_tokens=128
+        shaped_task,
+        out,
+        "grpo",
+        sandbox="bwrap",
+        steps=2,
+        group_size=4,
+        items_per_step=2,
+        micro_batch_tokens=128,
     )
     events: list[dict[str, Any]] = []
     result = LocalExecutor().run(job, events.append)
     assert result.status == "ok", result.error
     assert result.adapter == str(out.resolve())
     assert [e["event"] for e in events] == ["start", "loaded", "step", "step", "done"]
+    expected = (
+        "bwrap" if bwrap_ok else f"process (the run's sandbox 'bwrap' is not available here: {why})"
+    )
+    assert events[1]["sandbox"] == result.metrics["rollout_sandbox"] == expected
     on_disk = from_dict(TrainResult, json.loads((out / "result.json").read_text()))
     assert on_disk == result
     lines = log_lines(out)
@@ -540,6 +560,7 @@ def test_crash_then_sigkill_then_resume(
                 import os
 
                 if os.path.exists({str(flag)!r}):
+                    print("flaky worker was here", flush=True)
                     raise RuntimeError("scaffold exploded on purpose")
                 return _solve(item, ctx)
             """
@@ -551,6 +572,8 @@ def test_crash_then_sigkill_then_resume(
     crashed = LocalExecutor().run(job, lambda e: None)
     assert crashed.status == "failed"
     assert "scaffold exploded on purpose" in crashed.error
+    # the workers' log tails come from <step>.logs beside the rollouts' work dir
+    assert "scaffold worker logs:" in crashed.error and "flaky worker was here" in crashed.error
     assert "last lines of" in crashed.error and crashed.log and Path(crashed.log).is_file()
     assert crashed.adapter is None
 

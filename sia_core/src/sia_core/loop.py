@@ -456,7 +456,13 @@ class Loop:
         gdir = self.store.gen_dir(gen)
         gdir.mkdir(parents=True, exist_ok=True)
         reference = self.task.reference_scaffold.read_text(encoding="utf-8")
-        if gen == 1:
+        restart: list[str] = []
+        if gen > 1 and self.incumbent_gen() is None:
+            restart.append(
+                "no incumbent: every earlier generation was voided, so this one starts again "
+                "from the task's reference scaffold (Meta-Agent)"
+            )
+        if gen == 1 or restart:
             parent_gen, parent_text, parent_name = None, reference, "reference_target_agent.py"
             outcome = self._call_agent(
                 "meta",
@@ -512,7 +518,7 @@ class Loop:
             )
 
         decision = self._validate(outcome.decision, gen, parent_gen)
-        notes = list(decision.notes)
+        notes = [*restart, *decision.notes]
         text = outcome.scaffold if outcome.scaffold is not None else parent_text
         if decision.lever == "weights" and text != parent_text:
             notes.append("the scaffold stays frozen for a weights generation; its edit was dropped")
@@ -644,7 +650,7 @@ class Loop:
     def _validate(self, decision: Decision, gen: int, parent_gen: int | None) -> Decision:
         assert self.backend is not None
         decision = attrs.evolve(decision, parent_gen=parent_gen)
-        if gen == 1:
+        if parent_gen is None:  # the Meta-Agent's proposal (gen 1, or a restart)
             return decision
         algorithms = self.pm.rl_algorithms()
         decision = validate_lever(decision, self._lever_context(gen))

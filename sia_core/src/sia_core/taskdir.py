@@ -96,6 +96,7 @@ UNANSWERED_STATUSES: frozenset[str] = frozenset(
 )
 _FIRST_FEW = 5
 MAX_RESULTS_BYTES = 16 * 1024 * 1024  # results.json is read up to this size
+MAX_ITEM_SCORE = 1e12  # a per-item score in results.json beyond this is taken as the worst
 _SEPARATORS = re.compile(r"[\s,;:\t\"'\[\]{}()|=<>]+")
 _SEPARATORS_KEEP = re.compile(r"([\s,;:\t\"'\[\]{}()|=<>]+)")
 
@@ -463,7 +464,10 @@ class Task:
                 continue
             n_answered += 1
             try:
-                per_item[item.id] = float(score_item(answer, labels[item.id], item))
+                value = float(score_item(answer, labels[item.id], item))
+                if not math.isfinite(value):  # it would turn the whole split's mean into nan
+                    raise ValueError(f"the scorer returned {value}")
+                per_item[item.id] = value
             except Exception as exc:  # trusted task code, but one bad item must not end a run
                 per_item[item.id] = worst
                 errors.append(f"{item.id}: {type(exc).__name__}: {exc}")
@@ -686,6 +690,10 @@ class Task:
     def _program_scores(self, results: dict[str, Any]) -> dict[str, ScoreResult]:
         metric = _pick_metric(results, self.config.metric)
         overall = float(results[metric]) if metric else None
+        if overall is not None and not math.isfinite(overall):
+            return self._program_failure(
+                f"results.json: {metric} is {overall}, not a finite number"
+            )
         items = results.get("items")
         per_item_rows = (
             [it for it in items if isinstance(it, dict) and "id" in it]
@@ -719,7 +727,10 @@ class Task:
             status = str(row.get("status", "") or "").lower()
             raw = row.get("score")
             if isinstance(raw, int | float) and not isinstance(raw, bool):
-                values[item_id] = float(raw)
+                # a non-finite or absurd score would poison (or overflow) the mean: it counts
+                # as the worst value
+                sane = math.isfinite(raw) and abs(raw) <= MAX_ITEM_SCORE
+                values[item_id] = float(raw) if sane else self._worst()
             else:
                 values[item_id] = 1.0 if status in passing else 0.0
             if status and status not in UNANSWERED_STATUSES:

@@ -556,7 +556,15 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
         optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER, map_location=device))
     start_weights = trainable_state(model)
     load_seconds = time.monotonic() - t_start
-    progress({"event": "loaded", "seconds": round(load_seconds, 2), "device": device})
+    sandbox, sandbox_note = rollout_sandbox(job.sandbox)
+    progress(
+        {
+            "event": "loaded",
+            "seconds": round(load_seconds, 2),
+            "device": device,
+            "sandbox": sandbox_note,
+        }
+    )
 
     temperature = float(settings["temperature"])
     policy = PolicyTaskModel(
@@ -570,8 +578,6 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     log_path = out / LOG_NAME
     every = int(settings["checkpoint_every"] or 0)
     parallel = min(int(settings["rollout_parallel"]), group_size * per_step)
-    sandbox, sandbox_note = rollout_sandbox(job.sandbox)
-    progress({"event": "sandbox", "sandbox": sandbox_note})
     try:
         with RolloutCollector(
             sandbox=sandbox,
