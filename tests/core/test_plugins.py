@@ -77,6 +77,41 @@ def test_broken_plugin_is_reported_and_skipped(site: Path) -> None:
     assert "FAILED  backend-broken" in human.stdout and "boom at import" in human.stdout
 
 
+RAISES_WHEN_CALLED = """
+    from sia_core import hookimpl
+
+    @hookimpl
+    def sia_backends():
+        raise RuntimeError("boom when asked for backends")
+
+    @hookimpl
+    def sia_sandboxes():
+        yield from ()
+"""
+
+
+def test_a_registry_hook_that_raises_is_reported_and_skipped(site: Path, tmp_path: Path) -> None:
+    make_fake_dist(
+        site, "sia-backend-raises", "backend-raises", "sia_fake_raises", RAISES_WHEN_CALLED
+    )
+    proc = run_sia(["plugins", "--json"], site)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["plugins"]}
+    error = rows["backend-raises"]["error"]
+    assert error == "sia_backends raised RuntimeError: boom when asked for backends", error
+    assert rows["backend-good"]["provides"] == {"backends": ["good-backend"]}
+    human = run_sia(["plugins"], site)
+    assert "FAILED  backend-raises" in human.stdout and "boom when asked" in human.stdout
+    # a run still works, with the other plugins
+    runs = tmp_path / "runs"
+    run = run_sia(
+        ["--task", "tiny-add", "--backend", "scripted", "--max_gen", "1", "--runs-dir", str(runs)],
+        site,
+    )
+    assert run.returncode == 0, run.stderr
+    assert (runs / "run_1" / "gen_1" / "metrics.json").is_file()
+
+
 def test_disable_and_load_only(site: Path) -> None:
     off = json.loads(
         run_sia(["plugins", "--json"], site, SIA_DISABLE_PLUGINS="backend-broken").stdout

@@ -197,13 +197,33 @@ class SiaPluginManager(pluggy.PluginManager):
     # -- registries ---------------------------------------------------------------------------
 
     def _collect(self, hook_name: str) -> list[Provided[Any]]:
-        """Call each implementation on its own so every record is stamped with its plugin."""
+        """Call each implementation on its own so every record is stamped with its plugin.
+
+        A plugin whose registry hook raises is unregistered and listed as failed, with the
+        reason (``sia plugins`` shows it); the others go on (``SIA_STRICT_PLUGINS=1`` re-raises).
+        """
         provided: list[Provided[Any]] = []
         for impl in getattr(self.hook, hook_name).get_hookimpls():
-            result = impl.function()
-            for record in result or ():
-                provided.append(Provided(record=record, plugin=impl.plugin_name))
+            try:
+                records = [
+                    Provided(record=record, plugin=impl.plugin_name)
+                    for record in impl.function() or ()
+                ]
+            except Exception as exc:
+                if os.environ.get("SIA_STRICT_PLUGINS", "") not in ("", "0"):
+                    raise
+                self._fail(impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+                continue
+            provided.extend(records)
         return provided
+
+    def _fail(self, name: str, reason: str) -> None:
+        """Take a loaded plugin out because one of its hooks failed; record why."""
+        log.warning("sia: plugin %r failed and is skipped: %s", name, reason)
+        info = self.infos.get(name) or PluginInfo(name=name, module=name)
+        self.infos[name] = attrs.evolve(info, error=reason)
+        if self.get_plugin(name) is not None:
+            self.unregister(name=name)
 
     def backends(self) -> Registry[BackendSpec]:
         return Registry("backend", self._collect("sia_backends"))
