@@ -122,7 +122,11 @@ def main() -> None:
                 t0 = time.monotonic()
                 argv = [sys.executable, __file__, "--one", case, sandbox, tmp]
                 proc = subprocess.Popen(
-                    argv, stdout=subprocess.PIPE, text=True, start_new_session=True
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,  # the runs' progress lines
+                    text=True,
+                    start_new_session=True,
                 )
                 try:
                     out, _ = proc.communicate(timeout=args.timeout)
