@@ -101,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sandbox", action="append", choices=["process", "bwrap"])
     parser.add_argument("--timeout", type=float, default=120.0, help="per case, seconds")
+    parser.add_argument("--case", action="append", choices=CASES, help="only these cases")
     parser.add_argument(
         "--one", nargs=3, metavar=("CASE", "SANDBOX", "DIR"), help=argparse.SUPPRESS
     )
@@ -117,7 +118,7 @@ def main() -> None:
         f"{'finished':>9}{'resumed':>8}{'s':>6}  note"
     )
     for sandbox in args.sandbox or ["bwrap", "process"]:
-        for case in CASES:
+        for case in args.case or CASES:
             with tempfile.TemporaryDirectory(prefix="sia-bench-hostile-") as tmp:
                 t0 = time.monotonic()
                 argv = [sys.executable, __file__, "--one", case, sandbox, tmp]

@@ -113,7 +113,16 @@ elif case == "swapped":
     subprocess.Popen([sys.executable, "-c", swapper])
     time.sleep(0.5)
 elif case == "log-link":
-    os.symlink(private, work / "program.log")
+    # the log, where it used to be (in the work dir) and where sia keeps it now (reachable
+    # under the process sandbox), replaced by a link to the labels; then a crash, so that an
+    # error message with the log's tail is written
+    for log in (work / "program.log", work.parent / "work.logs" / "program.log"):
+        try:
+            if os.path.lexists(log):
+                os.unlink(log)
+            os.symlink(private, log)
+        except OSError:
+            pass
     print("crashing on purpose", flush=True)
     sys.exit(3)
 """
