@@ -125,6 +125,13 @@ elif case == "log-link":
             pass
     print("crashing on purpose", flush=True)
     sys.exit(3)
+elif case == "labels-in-error":
+    try:
+        text = open(private).read()
+    except OSError as e:
+        text = f"cannot read the labels: {e}"
+    print(text, flush=True)
+    raise SystemExit("dying with " + text.replace("\\n", " "))
 """
 
 CASES = [
@@ -137,6 +144,7 @@ CASES = [
     "hard-link",
     "swapped",
     "log-link",
+    "labels-in-error",
 ]
 
 
@@ -213,7 +221,19 @@ def test_hostile_program_outputs(case: str, sandbox: str, sia_pm: Any, tmp_path:
         assert "submission.csv" not in program["outputs"]["taken"]
     assert not Path(outside).exists() and not Path(outside + ".csv").exists()
     assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == []
-    if case == "hard-link" and sandbox == "process":
+    if case == "labels-in-error":
+        assert program["status"] == "error"
+        if sandbox == "process":
+            # NOT CONTAINED: it reads the labels and prints them; its log holds them, but the
+            # record a Feedback-Agent reads has them redacted, with a note
+            assert (
+                "[redacted]" in program["error"] and "label value(s) redacted" in program["error"]
+            )
+            assert_no_label_bytes(root, skip=root / "gen_2/work.logs")
+        else:
+            assert "cannot read the labels" in program["error"]
+            assert_no_label_bytes(root)
+    elif case == "hard-link" and sandbox == "process":
         # NOT CONTAINED: the process sandbox lets the scaffold reach the labels file, so its
         # own work dir may hold them (here: a second name of the file); sia still never
         # scores or records them
