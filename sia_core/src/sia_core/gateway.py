@@ -34,13 +34,13 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Protocol
 
 import attrs
 
 from .backend import TaskModel
 from .records import ModelCall
+from .serving import ThreadedServer
 
 __all__ = ["Budget", "Gateway", "HTTPTaskModel", "UpstreamError"]
 
@@ -298,7 +298,7 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-class Gateway:
+class Gateway(ThreadedServer):
     """An OpenAI-compatible endpoint on loopback that records and budgets the scaffold's calls.
 
     Thread-safe: the orchestrator may call :meth:`assign`, :meth:`calls` etc. while the server
@@ -328,7 +328,6 @@ class Gateway:
         self._epoch = 0  # bumped by begin(); calls from an older epoch are not recorded
         self._reset_counters()
         self._server: _GatewayServer | None = None
-        self._thread: threading.Thread | None = None
 
     def _reset_counters(self) -> None:
         self._calls: list[ModelCall] = []
@@ -344,50 +343,18 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind the port and serve in daemon threads."""
-        if self._server is not None:
-            raise RuntimeError("gateway already started")
-        server = _GatewayServer((self._host, self._port), self)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"sia-gateway:{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
+    server_label = "gateway"
 
-    def stop(self) -> None:
-        """Stop serving: close the port and every open client connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
+    def _make_server(self) -> _GatewayServer:
+        return _GatewayServer((self._host, self._port), self)
+
+    def _close_connections(self, server: _GatewayServer) -> None:
         server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Gateway:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
         """The OpenAI base URL, ``http://127.0.0.1:PORT/v1`` (valid after :meth:`start`)."""
-        if self._server is None:
-            raise RuntimeError("gateway not started: call start() first")
-        host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        host, port = self._bound_address()
         return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
     # -- orchestrator API ----------------------------------------------------------------------

@@ -18,7 +18,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import IO, Any, Literal, Protocol
 
 import attrs
 
+from .fs import describe_exit
 from .records import Item, ItemResult, TrajectoryStep, _tuple
 from .sandbox import Limits, Sandbox, SandboxedProcess
 from .untrusted import OutputPump
@@ -179,17 +179,6 @@ def _scaffold_env(spec: RunSpec, home: Path, gateway: Gateway | None, token: str
         )
     env.update({str(k): str(v) for k, v in spec.env.items()})
     return env
-
-
-def _describe_rc(rc: int | None) -> str:
-    if rc is None:
-        return "still running"
-    if rc < 0:
-        try:
-            return f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"killed by signal {-rc}"
-    return f"exit code {rc}"
 
 
 def _mb(n: int) -> str:
@@ -368,7 +357,7 @@ class _Worker:
             return self.watch.breach
         self.output.wait_eof(1.0)  # the tail comes from the pipe sia holds, never a path
         tail = self.output.tail()
-        msg = f"worker died ({_describe_rc(rc)})"
+        msg = f"worker died ({describe_exit(rc)})"
         return f"{msg}; last output:\n{tail}" if tail else msg
 
     def close(self) -> None:
@@ -802,7 +791,7 @@ def run_program(spec: RunSpec, *, sandbox: Sandbox, gateway: Gateway | None) -> 
         status="error",
         returncode=rc,
         seconds=seconds,
-        error=f"{_describe_rc(rc)}" + (f"; last output:\n{tail}" if tail else ""),
+        error=f"{describe_exit(rc)}" + (f"; last output:\n{tail}" if tail else ""),
         log_path=log_path,
         **sizes,
     )

@@ -14,6 +14,7 @@ import click
 from . import hookimpl
 from .canary import CANARY_RESULT
 from .errors import SiaError
+from .fs import pid_alive
 from .ledger import fmt_usd, read_entries, totals
 from .plugins import Registry, SiaPluginManager
 from .records import to_dict
@@ -419,19 +420,6 @@ def _fmt_seconds(s: float | None) -> str:
     if s < 7200:
         return f"{s / 60:.1f}m"
     return f"{s / 3600:.1f}h"
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether ``pid`` (as stored in run.json) names a live process."""
-    if not isinstance(pid, int) or pid <= 0:  # 0 and -1 would signal a whole group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def runs_table(runs_dir: Path, as_json: bool) -> None:

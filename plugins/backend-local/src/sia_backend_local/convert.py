@@ -16,17 +16,15 @@ temporary name and renamed into place, so a killed conversion never leaves half 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from sia_core.errors import SiaError
+from sia_core.fs import locked
 
 LORA_SCRIPT = "convert_lora_to_gguf.py"
 HF_SCRIPT = "convert_hf_to_gguf.py"
@@ -76,18 +74,6 @@ def _run_converter(script: str, args: list[str], out: Path, what: str) -> None:
     os.replace(tmp, out)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive lock: two processes never convert the same thing at once."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _newer_than(out: Path, sources: list[Path]) -> bool:
     """``out`` exists and was written after every one of ``sources``."""
     try:
@@ -109,7 +95,7 @@ def convert_peft_to_gguf(adapter_dir: Path, base_hf: Path) -> Path:
     if not config.is_file():
         raise SiaError(f"{adapter_dir} is not a peft adapter folder (no adapter_config.json)")
     weights = [config, *adapter_dir.glob("adapter_model.*")]
-    with _locked(adapter_dir / f".{ADAPTER_GGUF}.lock"):
+    with locked(adapter_dir / f".{ADAPTER_GGUF}.lock"):
         if not _newer_than(out, weights):
             _run_converter(
                 LORA_SCRIPT,
@@ -156,7 +142,7 @@ def hf_to_gguf(folder: Path, outtype: str = DEFAULT_OUTTYPE, cache: Path | None 
     out = root / f"{hf_folder_key(folder, outtype)}.gguf"
     if out.is_file():
         return out
-    with _locked(root / f"{out.name}.lock"):
+    with locked(root / f"{out.name}.lock"):
         if not out.is_file():  # another process may have converted it while we waited
             _run_converter(
                 HF_SCRIPT, ["--outtype", outtype, str(folder)], out, f"the model folder {folder}"

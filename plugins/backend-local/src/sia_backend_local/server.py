@@ -14,13 +14,11 @@ Standard library + sia_core only.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import http.client
 import importlib.util
 import json
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from sia_core.errors import SiaError
+from sia_core.fs import die_with_parent
 from sia_core.gateway import HTTPTaskModel, UpstreamError
 
 __all__ = [
@@ -115,7 +114,6 @@ SERVER_SETTING_NAMES = frozenset(
     )
 )
 
-_PR_SET_PDEATHSIG = 1
 _LOG_TAIL_BYTES = 4000
 
 
@@ -344,7 +342,7 @@ class LlamaServer:
             log.write(f"$ {' '.join(argv)}\n".encode())
             log.flush()
             # A new session keeps the terminal's Ctrl-C away from the server: this process
-            # decides when it stops (and it still dies with this process, see _die_with_parent).
+            # decides when it stops (and it still dies with this process, see sia_core.fs.die_with_parent).
             self._proc = _SPAWNER.popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -353,7 +351,7 @@ class LlamaServer:
                 env=env,
                 close_fds=True,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         self._owner_pid = os.getpid()
         _LIVE.add(self)
@@ -539,27 +537,6 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        # resolved above, so the forked child makes just this one libc call
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 class _Spawner:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from sia_core.runs import pid_alive
+from sia_core.fs import pid_alive
 
 STEPS = ("propose", "train", "run", "score", "gate", "test")
 

@@ -14,7 +14,6 @@ Importing this module imports neither torch nor transformers: ``available()`` on
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import json
 import logging
@@ -28,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sia_core.fs import describe_exit, die_with_parent
 from sia_core.records import TrainJob, TrainResult, from_dict, to_json
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ WORKER_MODULES = ("torch", "transformers", "peft")
 RESULT_NAME = "result.json"
 JOB_NAME = "job.json"
 WORKER_LOG = "worker.log"
-_PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 30
 _TAIL_CHARS = 4000
 
@@ -63,17 +62,6 @@ def missing_modules(modules: tuple[str, ...] = WORKER_MODULES) -> list[str]:
     return missing
 
 
-def describe_exit(rc: int | None) -> str:
-    if rc is None:
-        return "did not finish"
-    if rc < 0:
-        try:
-            return f"was killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"was killed by signal {-rc}"
-    return f"exited with code {rc}"
-
-
 def log_tail(path: Path, since: int = 0, lines: int = _TAIL_LINES) -> str:
     """The last ``lines`` lines of ``path`` written after byte ``since``."""
     try:
@@ -85,27 +73,6 @@ def log_tail(path: Path, since: int = 0, lines: int = _TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])[-_TAIL_CHARS:]
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn``: SIGKILL the child when the forking thread's process dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 def read_result(path: Path) -> TrainResult | None:
@@ -184,7 +151,7 @@ class LocalExecutor:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             return TrainResult(status="failed", log=str(log_path), error=f"cannot start: {exc}")
@@ -256,7 +223,7 @@ class LocalExecutor:
         elif result is not None and result.error:
             why = result.error
         else:
-            why = f"the training worker {describe_exit(rc)}"
+            why = f"the training worker ended ({describe_exit(rc)})"
             if rc == 0:
                 why += f" without writing {RESULT_NAME}"
         seconds = round(time.monotonic() - start, 2)

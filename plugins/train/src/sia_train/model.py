@@ -17,17 +17,16 @@ Imports torch/transformers/peft inside the functions: importing this module is c
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sia_core.errors import SiaError
+from sia_core.fs import locked
 
 if TYPE_CHECKING:
     import torch
@@ -54,17 +53,6 @@ def gguf_key(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def converted_folder(gguf: Path, cache: Path | None = None) -> Path:
     """The cached HF folder of ``gguf`` (it may not exist yet)."""
     return (cache or cache_root()) / gguf_key(gguf)
@@ -78,7 +66,7 @@ def gguf_to_hf(gguf: str | Path, cache: Path | None = None) -> Path:
     out = converted_folder(gguf, cache)
     if (out / DONE_MARKER).is_file():
         return out
-    with _locked(out.with_name(out.name + ".lock")):
+    with locked(out.with_name(out.name + ".lock")):
         if (out / DONE_MARKER).is_file():  # another process converted it while we waited
             return out
         for stale in out.parent.glob(out.name + ".tmp-*"):  # a killed earlier conversion

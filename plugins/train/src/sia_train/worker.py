@@ -43,6 +43,7 @@ from typing import Any
 from sia_core.errors import SiaError
 from sia_core.plugins import get_plugin_manager, resolve
 from sia_core.records import TrainJob, TrainResult, from_json, to_dict, to_json
+from sia_core.runstore import atomic_write_text
 from sia_core.sandbox import ProcessSandbox, Sandbox
 from sia_core.taskdir import load_task
 from sia_core.training import DEFAULT_TRAIN_SETTINGS
@@ -112,12 +113,6 @@ def print_progress(event: dict[str, Any]) -> None:
     """A progress line on stdout (one JSON object; the executor forwards it)."""
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +189,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    _write_atomic(path, "".join(k + "\n" for k in kept))
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def save_checkpoint(
@@ -691,7 +686,7 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
         "rollout_sandbox": sandbox_note,
     }
     result = TrainResult(status="ok", adapter=str(out), log=str(log_path), metrics=metrics)
-    _write_atomic(out / RESULT_NAME, to_json(result, indent=2))
+    atomic_write_text(out / RESULT_NAME, to_json(result, indent=2))
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     progress({"event": "done", "status": "ok", "seconds": round(seconds, 2)})
     return result
@@ -734,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(job.out_dir)
         if out.is_dir():
             result = failed_result(job, error)
-            _write_atomic(out / RESULT_NAME, json.dumps(to_dict(result), indent=2))
+            atomic_write_text(out / RESULT_NAME, json.dumps(to_dict(result), indent=2))
         print_progress({"event": "done", "status": "failed", "error": error.splitlines()[0]})
         return 1
     return 0

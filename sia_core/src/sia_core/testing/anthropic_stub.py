@@ -33,8 +33,9 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from sia_core.serving import ThreadedServer
 
 __all__ = ["AnthropicStub", "count_tokens"]
 
@@ -133,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-class AnthropicStub:
+class AnthropicStub(ThreadedServer):
     """An Anthropic Messages API server on a free loopback port (see the module docstring)."""
 
     def __init__(
@@ -153,45 +154,18 @@ class AnthropicStub:
         self._cached: set[str] = set()
         self._n_replies = 0
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind the port and serve in a daemon thread."""
-        self._server = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+    server_label = "stub"
 
-    def stop(self) -> None:
-        """Stop serving and close the port."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> AnthropicStub:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server(self._address, self)
 
     @property
     def url(self) -> str:
         """The base URL the SDK takes (``http://127.0.0.1:PORT``; it adds ``/v1/messages``)."""
-        if self._server is None:
-            raise RuntimeError("stub not started")
-        return f"http://{self._address[0]}:{self._server.server_address[1]}"
+        return f"http://{self._address[0]}:{self._bound_address()[1]}"
 
     # -- controls and observations -------------------------------------------------------------
 

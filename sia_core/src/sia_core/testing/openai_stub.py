@@ -31,8 +31,9 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from sia_core.serving import ThreadedServer
 
 __all__ = [
     "FAULTS",
@@ -196,7 +197,7 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
 
-class OpenAIStub:
+class OpenAIStub(ThreadedServer):
     """An OpenAI-compatible server on a free loopback port, answering deterministically.
 
     ``reply`` maps the request body to the assistant's text (default: echo the last user message).
@@ -234,54 +235,27 @@ class OpenAIStub:
         self._requests: list[dict[str, Any]] = []
         self._connections = 0
         self._server: _StubServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind the port and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("stub already started")
-        self._server = _StubServer(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"openai-stub:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+    server_label = "stub"
+
+    def _make_server(self) -> _StubServer:
+        self._stopping.clear()
+        return _StubServer(self._address, self)
 
     def stop(self) -> None:
         """Stop serving, close the port and every open client connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
         self._stopping.set()
-        server.shutdown()
-        server.server_close()
+        super().stop()
+
+    def _close_connections(self, server: _StubServer) -> None:
         self._close_sockets(server)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> OpenAIStub:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
         """The bound port (valid after :meth:`start`)."""
-        if self._server is None:
-            raise RuntimeError("stub not started")
-        return int(self._server.server_address[1])
+        return self._bound_address()[1]
 
     @property
     def url(self) -> str:
