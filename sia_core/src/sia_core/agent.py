@@ -45,8 +45,15 @@ __all__ = [
     "ToolSpec",
     "Turn",
     "Workspace",
+    "clip_text",
+    "dev_summary",
+    "feedback_outcome",
+    "feedback_prompt",
     "feedback_step",
+    "feedback_tools",
+    "meta_outcome",
     "meta_step",
+    "meta_tools",
     "run_agent",
     "usage_total",
 ]
@@ -655,7 +662,8 @@ task model through the parent scaffold, which stays frozen; choose an RL objecti
 both, or stop (no further gain expected). Then call decide."""
 
 
-def _clip(text: str, limit: int) -> str:
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters, with a note of how much more there was."""
     return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more]"
 
 
@@ -710,7 +718,7 @@ def meta_step(
     limits = limits or AgentLimits()
     tools = meta_tools(request, limits)
     prompt = (
-        f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, 20_000)}\n\n"
+        f"Task: {request.task_name}\n\n## task.md\n\n{clip_text(request.task_md, 20_000)}\n\n"
         f"## reference_target_agent.py\n\n```python\n{request.reference_scaffold}\n```\n\n"
         "Other files: call list_files."
     )
@@ -719,15 +727,30 @@ def meta_step(
     return meta_outcome(request, tools, run)
 
 
-def _feedback_prompt(request: FeedbackRequest) -> str:
+def dev_summary(metrics: dict[str, Any]) -> str:
+    """A generation's metrics as JSON without the per-item scores (they are in metrics.json)."""
+    dev = dict(metrics.get("dev") or {})
+    dev.pop("per_item", None)
+    keep = {k: v for k, v in metrics.items() if k not in ("dev", "test")}
+    return json.dumps({**keep, "dev": dev}, default=str)
+
+
+def feedback_prompt(
+    request: FeedbackRequest, *, max_chars: int = 12_000, with_task_md: bool = True
+) -> str:
+    """The Feedback-Agent's first message (every backend's): the parent's dev metrics, the
+    dev-only history, what the lever may be, where the evidence is, context.md and the parent's
+    scaffold; each part clipped so the whole stays near ``max_chars`` times three."""
     parent = f"run/gen_{request.parent_gen}"
+    third = max_chars // 3
+    history = json.dumps(list(request.history), default=str)
     lines = [
         f"Task: {request.task_name} (metric direction: {request.direction}). You are making "
         f"generation {request.next_gen} from its parent, generation {request.parent_gen}.",
         "",
-        f"Parent's dev metrics: {json.dumps(request.dev_metrics, default=str)[:4000]}",
+        f"Parent's dev metrics: {clip_text(dev_summary(request.dev_metrics), third)}",
         "",
-        f"History (dev only): {json.dumps(list(request.history), default=str)[:4000]}",
+        f"History (dev only): {clip_text(history, third)}",
         "",
     ]
     if request.weights_blockers:
@@ -741,12 +764,16 @@ def _feedback_prompt(request: FeedbackRequest) -> str:
         f"Evidence: {parent}/agent_execution.json (full trajectories of every dev item), "
         f"{parent}/metrics.json, run/context.md, task/public/ (task data). Read before you act.",
         "",
-        f"## context.md\n\n{_clip(request.context_md, 12_000)}",
-        "",
-        f"## task.md\n\n{_clip(request.task_md, 12_000)}",
+        f"## context.md\n\n{clip_text(request.context_md, max_chars)}",
+    ]
+    if with_task_md:
+        lines += ["", f"## task.md\n\n{clip_text(request.task_md, max_chars)}"]
+    lines += [
         "",
         f"## Parent scaffold ({parent}/target_agent.py)\n\n```python\n"
-        f"{request.parent_scaffold}\n```",
+        f"{clip_text(request.parent_scaffold, max_chars)}\n```",
+        "",
+        "Finish by calling decide.",
     ]
     return "\n".join(lines)
 
@@ -808,6 +835,6 @@ def feedback_step(
     tools = feedback_tools(request, limits)
     system = SYSTEM.format(title="Feedback-Agent", role_text=FEEDBACK_TEXT)
     run = run_agent(
-        adapter, system=system, prompt=_feedback_prompt(request), tools=tools, limits=limits
+        adapter, system=system, prompt=feedback_prompt(request), tools=tools, limits=limits
     )
     return feedback_outcome(request, tools, run)

@@ -25,7 +25,6 @@ model.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,9 @@ from sia_core.agent import (
     META_TEXT,
     SYSTEM,
     AgentLimits,
+    clip_text,
     feedback_outcome,
+    feedback_prompt,
     feedback_tools,
     meta_outcome,
     meta_tools,
@@ -71,10 +72,6 @@ def _number(settings: dict[str, Any], key: str, default: float | None, kind: typ
         raise SiaError(
             f"--backend-opt {key}={settings[key]!r}: expected a {kind.__name__} number"
         ) from None
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + f"\n[... {len(text) - limit} more]"
 
 
 class LiteLLMTaskModel:
@@ -200,9 +197,9 @@ class OpenHandsBackend:
         tools = meta_tools(request, self.limits)
         n = self.prompt_chars
         prompt = (
-            f"Task: {request.task_name}\n\n## task.md\n\n{_clip(request.task_md, n)}\n\n"
+            f"Task: {request.task_name}\n\n## task.md\n\n{clip_text(request.task_md, n)}\n\n"
             f"## reference_target_agent.py\n\n```python\n"
-            f"{_clip(request.reference_scaffold, n)}\n```\n\n"
+            f"{clip_text(request.reference_scaffold, n)}\n```\n\n"
             "Other files: call list_files. Finish by calling decide."
         )
         run = run_openhands(
@@ -217,36 +214,7 @@ class OpenHandsBackend:
         return meta_outcome(request, tools, run, agent="OpenHands meta")
 
     def _feedback_prompt(self, request: FeedbackRequest) -> str:
-        n = self.prompt_chars
-        parent = f"run/gen_{request.parent_gen}"
-        lines = [
-            f"Task: {request.task_name} (metric direction: {request.direction}). You are making "
-            f"generation {request.next_gen} from its parent, generation {request.parent_gen}.",
-            "",
-            f"Parent's dev metrics: {_clip(_dev_summary(request.dev_metrics), n // 3)}",
-            f"History (dev only): {_clip(json.dumps(list(request.history), default=str), n // 3)}",
-        ]
-        if request.weights_blockers:
-            lines.append(
-                "The weights lever is NOT possible: " + "; ".join(request.weights_blockers)
-            )
-        elif request.trainable_task_model:
-            lines.append("The task model is trainable: the weights lever is possible.")
-        if request.lever_override:
-            lines.append(f"The user fixed the lever to {request.lever_override!r}.")
-        lines += [
-            "",
-            f"Evidence: {parent}/agent_execution.json (trajectories of every dev item), "
-            f"{parent}/metrics.json, run/context.md, task/task.md. Read before you act.",
-            "",
-            f"## context.md\n\n{_clip(request.context_md, n)}",
-            "",
-            f"## Parent scaffold ({parent}/target_agent.py)\n\n```python\n"
-            f"{_clip(request.parent_scaffold, n)}\n```",
-            "",
-            "Finish by calling decide.",
-        ]
-        return "\n".join(lines)
+        return feedback_prompt(request, max_chars=self.prompt_chars, with_task_md=False)
 
     def feedback(self, request: FeedbackRequest) -> AgentOutcome:
         from .agent import run_openhands
@@ -302,14 +270,6 @@ class OpenHandsBackend:
         if self._server is not None:
             self._server.stop()
             self._server = None
-
-
-def _dev_summary(metrics: dict[str, Any]) -> str:
-    """The parent's dev metrics without per-item scores (they are in metrics.json)."""
-    dev = dict(metrics.get("dev") or {})
-    dev.pop("per_item", None)
-    keep = {k: v for k, v in metrics.items() if k not in ("dev", "test")}
-    return json.dumps({**keep, "dev": dev}, default=str)
 
 
 def _keyless_openai_server(model: str, base_url: str | None) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from sia_core.records import TrainJob, TrainResult, from_dict, to_json
+from sia_train.executor import progress_event
 
 #: where the ``sia`` Volume is mounted in the container
 VOLUME_ROOT = PurePosixPath("/sia")
@@ -195,12 +196,6 @@ def unpack_result(job: TrainJob, message: dict[str, Any]) -> TrainResult:
 def progress_events(lines: Iterable[str], send: Callable[[dict[str, Any]], None]) -> None:
     """Forward the JSON progress lines (objects with an ``event`` key) among ``lines``."""
     for line in lines:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "event" in event:
+        event = progress_event(line)
+        if event is not None:
             send(event)

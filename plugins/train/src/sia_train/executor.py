@@ -62,6 +62,19 @@ def missing_modules(modules: tuple[str, ...] = WORKER_MODULES) -> list[str]:
     return missing
 
 
+def progress_event(line: str | bytes) -> dict[str, Any] | None:
+    """The progress event a worker output line carries (a JSON object with an ``event`` key,
+    see :func:`sia_train.worker.print_progress`), or ``None`` for any other line."""
+    line = line.strip()
+    if not line.startswith(b"{" if isinstance(line, bytes) else "{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
 def log_tail(path: Path, since: int = 0, lines: int = _TAIL_LINES) -> str:
     """The last ``lines`` lines of ``path`` written after byte ``since``."""
     try:
@@ -190,14 +203,8 @@ class LocalExecutor:
             for raw in proc.stdout:
                 log_f.write(raw)
                 log_f.flush()
-                line = raw.strip()
-                if not line.startswith(b"{"):
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and "event" in event:
+                event = progress_event(raw)
+                if event is not None:
                     try:
                         on_progress(event)
                     except Exception:
