@@ -102,12 +102,33 @@ def sia_on_event(event: Event) -> None:
 
     Called once per event, each implementation on its own; an exception in one observer is
     logged with the plugin's name and never stops the run or the other observers. Observers must
-    not change the run. Event types: ``run_started``, ``gen_started``, ``step_started``,
-    ``step_finished``, ``item_finished``, ``gen_finished``, ``run_finished``, ``run_failed``.
+    not change the run.
 
-    :param event: the :class:`~sia_core.records.Event`, exactly as appended to ``events.jsonl``
-        (``item_finished`` progress events are not written there). ``run_opened`` (observers
-        only, before ``run_started``/``run_resumed``) carries ``data["run_dir"]``, the run folder.
+    Written to ``events.jsonl`` (the run's record, read back on resume), in order:
+
+    - ``run_started`` / ``run_resumed``: the run (re)starts: task, backend, task model, sandbox.
+    - ``gen_started``: a generation begins (``gen``).
+    - ``step_finished``: a step of ``propose``, ``train``, ``run``, ``score``, ``gate`` or
+      ``test`` ended, with its figures (``data["step"]``; the gate's carries ``accepted``,
+      ``incumbent`` and ``reason``, e.g. "voided: suspected reward hacking: ...").
+    - ``warning``: something the user should know that does not stop the run (a generation
+      was voided, ``data["message"]`` says why).
+    - ``gen_finished``: the generation is gated (``data["incumbent"]``).
+    - ``run_stopped``: the Feedback-Agent chose ``stop``, or a cap was reached (``data["cap"]``).
+    - ``run_finished`` / ``run_failed``: the end, with the status or the error.
+
+    Observers only (never in ``events.jsonl``):
+
+    - ``run_opened``: before ``run_started``/``run_resumed``; ``data["run_dir"]`` is the run
+      folder.
+    - ``cost_estimate``: what the run is expected to cost, where the models have prices.
+    - ``step_started``: a step begins (``data["step"]``).
+    - ``item_finished``: one item of the run step is done (``item_id``, ``split``, ``status``,
+      ``done`` of ``total``).
+    - ``train_progress``: the training job's progress lines (``loaded``, ``step``, ``done``).
+
+    :param event: the :class:`~sia_core.records.Event` (type, run id, sequence number, ``gen``,
+        ``data``, timestamp).
     """
 
 
