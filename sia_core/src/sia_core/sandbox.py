@@ -36,6 +36,7 @@ __all__ = [
     "Sandbox",
     "SandboxedProcess",
     "make_process_sandbox",
+    "rlimit_triples",
     "run",
 ]
 
@@ -219,7 +220,7 @@ class Sandbox(Protocol):
         ...
 
 
-def _rlimits(limits: Limits) -> list[tuple[int, int, int]]:
+def rlimit_triples(limits: Limits) -> list[tuple[int, int, int]]:
     """``(resource, soft, hard)`` triples, computed in the parent (the child only applies them)."""
     wanted: list[tuple[int, int | None]] = [
         (resource.RLIMIT_AS, limits.memory_mb * _MB if limits.memory_mb else None),
@@ -279,7 +280,7 @@ class ProcessSandbox:
         pass_fds: Sequence[int] = (),
     ) -> SandboxedProcess:
         """Start ``argv`` in a new session with exactly ``env`` and ``limits`` applied."""
-        rlimits = _rlimits(limits)
+        rlimits = rlimit_triples(limits)
         setrlimit = resource.setrlimit
 
         # runs in the forked child before exec: keep it to the bare C calls (no imports, locks)

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sia_core.runner import HOST_PATH
-from sia_core.sandbox import Limits, SandboxedProcess, _rlimits
+from sia_core.sandbox import Limits, SandboxedProcess, rlimit_triples
 
 from .supervisor import Relay
 
@@ -476,7 +476,7 @@ class BwrapSandbox:
         # the command is root (without capabilities) in its namespace: the folders made above
         # in bwrap's root and /dev tmpfs would be writable, unbounded, memory
         box.args += ["--remount-ro", "/", "--remount-ro", "/dev"]
-        for res, soft, hard in _rlimits(limits):
+        for res, soft, hard in rlimit_triples(limits):
             sup += ["--rlimit", f"{res}:{soft}:{hard}"]
         if cgroup_fd is not None:
             sup += ["--cgroup-fd", str(cgroup_fd)]
