@@ -151,6 +151,9 @@ def assert_canaries_out_of_agent_view(root: Path) -> None:
         assert not agent_visible(root / f"gen_{gen}/private/canary.json")
         metrics = (root / f"gen_{gen}/metrics.json").read_text()
         assert not any(i in metrics for i in ids)
+        # the task's hashes (private files included) are kept out of the folder a scaffold sees
+        assert (root / f"private/task_fingerprint_gen_{gen}.json").is_file()
+        assert not list((root / f"gen_{gen}").glob("*fingerprint*"))
 
 
 @pytest.fixture(params=SANDBOXES)

@@ -79,8 +79,13 @@ from .taskdir import Task, fingerprint_changes, load_task
 from .training import DEFAULT_TRAIN_SETTINGS
 
 STEPS = ("propose", "train", "run", "score", "gate")
-#: hashes of the task's files: at the run's start (run folder) and before each run (gen folder)
-FINGERPRINT = "task_fingerprint.json"
+#: hashes of the task's files when the run started, and before each generation's run (in the run
+#: folder's private/: a hash of a small private file could be inverted by whoever reads it)
+FINGERPRINT = "private/task_fingerprint.json"
+
+
+def gen_fingerprint(gen: int) -> str:
+    return f"private/task_fingerprint_gen_{gen}.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -863,7 +868,7 @@ class Loop:
         if canaries is not None:  # shuffled in: an id shaped like the others, split "dev"
             dev_items = canaries.merge(dev_items)
         items = dev_items + (self.task.items("test") if every else [])
-        self.store.write_json(gdir / FINGERPRINT, self.task.fingerprint())
+        self.store.write_json(gen_fingerprint(gen), self.task.fingerprint())
         results, program, calls, usage = self._execute(gen, items, gdir / "work")
         self._check_task_model(gen, calls)
         if canaries is not None:
@@ -1049,10 +1054,10 @@ class Loop:
         ``evaluate.py`` runs from disk at every score, changed since the run started.
         """
         now = self.task.fingerprint()
-        gdir = self.store.gen_dir(gen)
         changed: set[str] = set()
-        if (gdir / FINGERPRINT).exists():
-            changed.update(fingerprint_changes(self.store.read_json(gdir / FINGERPRINT), now))
+        if self.store.exists(gen_fingerprint(gen)):
+            before = self.store.read_json(gen_fingerprint(gen))
+            changed.update(fingerprint_changes(before, now))
         if self.task.config.kind == "program" and self.store.exists(FINGERPRINT):
             changed.update(fingerprint_changes(self.store.read_json(FINGERPRINT), now))
         if not changed:
