@@ -466,45 +466,20 @@ class Gateway(ThreadedServer):
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object", "invalid_request_error")
         # the item comes from the key alone: the scaffold controls every header it sends
-        item_id = assigned
         claimed = (headers.get("X-Sia-Item") or "").strip()
+        forged = ""
         if claimed and claimed != assigned:
-            return self._refuse_forged_item(body, assigned, claimed)
+            bound = "no item" if assigned is None else f"item {assigned!r}"
+            forged = f"X-Sia-Item names item {claimed[:200]!r} but this key is bound to {bound}"
         try:
             if path == "/v1/chat/completions":
                 if not isinstance(body.get("messages"), list) or not body["messages"]:
                     raise _BadRequest(400, "'messages' must be a non-empty list")
-                return self._call(body, body, item_id, completions=False)
-            return self._call(body, _completions_to_chat(body), item_id, completions=True)
+                return self._call(body, body, assigned, completions=False, forged=forged)
+            chat = _completions_to_chat(body)
+            return self._call(body, chat, assigned, completions=True, forged=forged)
         except _BadRequest as exc:
             return _error(exc.status, exc.message, "invalid_request_error")
-
-    def _refuse_forged_item(
-        self, received: dict[str, Any], assigned: str | None, claimed: str
-    ) -> _Reply:
-        """403 for a request that names an item its key is not bound to, recorded for the key's
-        real item (the named item is charged nothing)."""
-        bound = "no item" if assigned is None else f"item {assigned!r}"
-        message = f"X-Sia-Item names item {claimed[:200]!r} but this key is bound to {bound}"
-        with self._lock:
-            model = self._task_model
-            epoch = self._epoch
-            self._next_id += 1
-            call_id = self._next_id
-        adapter = getattr(model, "adapter", None)
-        call = ModelCall(
-            call_id=call_id,
-            item_id=assigned,
-            model=model.name,
-            request=received,
-            completion=None,
-            status="refused",
-            error=message,
-            adapter=adapter if adapter is None else str(adapter),
-            started_at=time.time(),
-        )
-        self._record(epoch, call)
-        return _error(403, message, "permission_error", "item_mismatch")
 
     def _call(
         self,
@@ -513,7 +488,10 @@ class Gateway(ThreadedServer):
         item_id: str | None,
         *,
         completions: bool,
+        forged: str = "",
     ) -> _Reply:
+        """Forward one call to the task model and record it for ``item_id``; a call refused by
+        the budget (429) or for naming another item (``forged``, 403) is recorded, never sent."""
         started_at = time.time()
         t0 = time.perf_counter()
         with self._lock:
@@ -521,8 +499,8 @@ class Gateway(ThreadedServer):
             epoch = self._epoch
             self._next_id += 1
             call_id = self._next_id
-            refusal = self._budget_refusal()
-            if refusal is None:
+            refusal = None if forged else self._budget_refusal()
+            if refusal is None and not forged:
                 self._admitted += 1
         adapter = getattr(model, "adapter", None)
         record: dict[str, Any] = {
@@ -533,6 +511,11 @@ class Gateway(ThreadedServer):
             "adapter": adapter if adapter is None else str(adapter),
             "started_at": started_at,
         }
+        if forged:  # the item it named is charged nothing, and no budget is used
+            self._record(
+                epoch, ModelCall(completion=None, status="refused", error=forged, **record)
+            )
+            return _error(403, forged, "permission_error", "item_mismatch")
         if refusal is not None:
             self._record(
                 epoch, ModelCall(completion=None, status="over_budget", error=refusal, **record)

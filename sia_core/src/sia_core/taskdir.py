@@ -97,8 +97,8 @@ UNANSWERED_STATUSES: frozenset[str] = frozenset(
 _FIRST_FEW = 5
 MAX_RESULTS_BYTES = 16 * 1024 * 1024  # results.json is read up to this size
 MAX_ITEM_SCORE = 1e12  # a per-item score in results.json beyond this is taken as the worst
-_SEPARATORS = re.compile(r"[\s,;:\t\"'\[\]{}()|=<>]+")
-_SEPARATORS_KEEP = re.compile(r"([\s,;:\t\"'\[\]{}()|=<>]+)")
+#: what separates the cells of a label file or of text (kept by split: it has a group)
+_SEPARATORS = re.compile(r"([\s,;:\"'\[\]{}()|=<>]+)")
 
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "": frozenset(
@@ -378,6 +378,7 @@ class Task:
         self._labels = {split: dict(split_labels) for split, split_labels in labels.items()}
         self._score_item = score_item
         self._aggregate = aggregate
+        self._secrets: frozenset[str] | None = None  # built on first use by secret_values()
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(v)}" for s, v in self._items.items())
@@ -623,15 +624,14 @@ class Task:
         Per-item tasks: every dev/test label. Program tasks: every cell of the files under
         ``data/private`` (split on separators; the first 32 MB).
         """
-        cached = getattr(self, "_secrets", None)
-        if cached is not None:
-            return cached
+        if self._secrets is not None:
+            return self._secrets
         values: set[str] = set()
         for split in EVAL_SPLITS:
             for label in self._labels.get(split, {}).values():
                 text = label if isinstance(label, str) else _canonical_json(label)
                 values.add(text.strip())
-                values.update(_SEPARATORS.split(text))
+                values.update(_SEPARATORS.split(text)[::2])
         if self.config.kind == "program" and self.private_dir.is_dir():
             budget = 32 * 1024 * 1024
             for path in sorted(self.private_dir.rglob("*")):
@@ -640,13 +640,14 @@ class Task:
                 if not path.is_file() or path.is_symlink():
                     continue
                 try:
-                    data = path.read_bytes()[:budget]
+                    with open(path, "rb") as f:
+                        data = f.read(budget)
                 except OSError:
                     continue
                 budget -= len(data)
                 for line in data.decode("utf-8", "replace").splitlines():
                     values.add(line.strip())
-                    values.update(_SEPARATORS.split(line))
+                    values.update(_SEPARATORS.split(line)[::2])
         secrets = frozenset(v.strip() for v in values if len(v.strip()) >= 4)
         self._secrets = secrets
         return secrets
@@ -658,7 +659,7 @@ class Task:
         secrets = self.secret_values()
         if not secrets:
             return text
-        pieces = _SEPARATORS_KEEP.split(text)
+        pieces = _SEPARATORS.split(text)
         hits = 0
         for i, piece in enumerate(pieces):
             if i % 2 == 0 and piece in secrets:

@@ -111,6 +111,13 @@ def _open_no_follow(path: Path, *, directory: bool = False) -> int:
         os.close(fd)
 
 
+def _open_existing(path: Path) -> int:
+    """:func:`_open_no_follow`, with ``FileNotFoundError`` when nothing is there."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(str(path))
+    return _open_no_follow(path)
+
+
 def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``.
 
@@ -119,9 +126,7 @@ def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     there is nothing there.
     """
     path = Path(os.path.abspath(path))
-    if not os.path.lexists(path):
-        raise FileNotFoundError(str(path))
-    fd = _open_no_follow(path)
+    fd = _open_existing(path)
     try:
         return _read_fd(fd, path.name, max_bytes)
     finally:
@@ -132,9 +137,7 @@ def read_tail(path: str | Path, max_bytes: int) -> bytes:
     """The last ``max_bytes`` of ``path`` if it is a regular file (opened as :func:`read_bounded`
     opens it: no link followed, no fifo or device); raises like it."""
     path = Path(os.path.abspath(path))
-    if not os.path.lexists(path):
-        raise FileNotFoundError(str(path))
-    fd = _open_no_follow(path)
+    fd = _open_existing(path)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
