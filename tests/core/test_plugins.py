@@ -39,14 +39,16 @@ GOOD = """
 """
 
 
-def run_sia(args: list[str], pythonpath: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_sia(
+    args: list[str], pythonpath: Path, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
     return subprocess.run(
         [sys.executable, "-m", "sia_core.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
-        timeout=60,
+        timeout=timeout,  # a hang guard, far above the seconds these take
     )
 
 

@@ -86,7 +86,7 @@ def scripted_config(
         sandbox=sandbox,
         max_gen=max_gen,
         test_eval="none",
-        item_timeout_s=20,
+        item_timeout_s=120,  # a hang guard: these scaffolds answer at once
         parallel=parallel,
     )
 

@@ -58,7 +58,7 @@ def dir_bytes(path: Path) -> int:
 def test_300_mb_of_stdout_is_cut_to_head_and_tail(sandbox: str, tmp_path: Path) -> None:
     arena = Arena(tmp_path)
     results, _ = arena.run_scaffold(
-        sandbox, LOUD, item_timeout_s=120, log_head_bytes=MB, log_tail_bytes=MB
+        sandbox, LOUD, item_timeout_s=600, log_head_bytes=MB, log_tail_bytes=MB
     )
     loud, quiet = results
     assert loud.status == "ok" and loud.answer == "answer-hostile-0"
@@ -79,7 +79,7 @@ def test_work_dir_over_its_limit_is_killed_and_recorded(
 ) -> None:
     arena = Arena(tmp_path)
     results, _ = arena.run_scaffold(
-        sandbox, scaffold, item_timeout_s=300, work_dir_mb=128, work_dir_files=5_000
+        sandbox, scaffold, item_timeout_s=600, work_dir_mb=128, work_dir_files=5_000
     )
     hoard, after = results
     assert hoard.status == "error" and "work dir over its limit" in hoard.error, hoard
