@@ -20,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sia_core.gateway import Gateway
-from sia_core.records import ScoreResult
-from sia_core.runner import RunSpec, run_items
-from sia_core.sandbox import ProcessSandbox
-from sia_core.scripted import ScriptedTaskModel
-from sia_core.taskdir import Task, load_task
+from sia_core.contracts.records import ScoreResult
+from sia_core.services.gateway import Gateway
+from sia_core.services.process_sandbox import ProcessSandbox
+from sia_core.services.runner import RunSpec, run_items
+from sia_core.services.taskdir import Task, load_task
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 from sia_task_longcot_chess import knight, plugin, scoring
 
 Row = tuple[str, str, ScoreResult, float]

@@ -17,7 +17,7 @@ import statistics
 import time
 import urllib.parse
 
-from sia_core.gateway import Gateway, HTTPTaskModel
+from sia_core.services.gateway import Gateway, HTTPTaskModel
 from sia_core.testing.openai_stub import OpenAIStub
 
 BODY = json.dumps(

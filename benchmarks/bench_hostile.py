@@ -31,10 +31,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(ROOT))  # after PYTHONPATH: tests/ for the task and the scaffolds
 
-from sia_core import runs  # noqa: E402
 from sia_core.loop import Loop  # noqa: E402
-from sia_core.plugins import get_plugin_manager  # noqa: E402
-from sia_core.runstore import RunStore  # noqa: E402
+from sia_core.machinery.plugins import get_plugin_manager  # noqa: E402
+from sia_core.machinery.runstore import RunStore  # noqa: E402
+from sia_core.surface.cli import running  # noqa: E402
 from tests.hostile.harness import scripted_config, source  # noqa: E402
 from tests.hostile.test_hostile_program import (  # noqa: E402
     CASES,
@@ -75,7 +75,7 @@ def one(case: str, sandbox: str, tmp: Path, timeout_s: float) -> dict[str, Any]:
     try:
         Loop(config, RunStore.open(runs_dir, "1", create=True), pm).run()
         row["finished"] = True
-        runs.resume_run(pm, runs_dir, "1", max_gen=3)
+        running.resume_run(pm, runs_dir, "1", max_gen=3)
         row["resumed"] = True
     except BaseException as exc:  # what the attack did to the orchestrator
         row["note"] = f"{type(exc).__name__}: {str(exc)[:80]}"

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 
 from sia_backend_local.server import LocalTaskModel
-from sia_core.gateway import Gateway
+from sia_core.services.gateway import Gateway
 
 TOPICS = (
     "the sea", "mountains", "cats", "coffee", "trains", "winter", "music", "rivers", "bread",

@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sia_core.loop import Loop, RunConfig
-from sia_core.plugins import new_plugin_manager
-from sia_core.runstore import RunStore
+from sia_core.contracts.config import RunConfig
+from sia_core.loop import Loop
+from sia_core.machinery.plugins import new_plugin_manager
+from sia_core.machinery.runstore import RunStore
 from sia_core.testing.fixtures import tiny_task_source
 
 NOOP = "def solve(item, ctx):\n    return None\n"

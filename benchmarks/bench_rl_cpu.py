@@ -49,9 +49,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from sia_backend_local.server import smollm2_gguf
-from sia_core.records import TrainJob
-from sia_core.taskdir import load_task
+from sia_backend_local.smollm2 import smollm2_gguf
+from sia_core.contracts.records import TrainJob
+from sia_core.services.taskdir import load_task
 from sia_train.executor import LocalExecutor
 
 TRAINERS = {

@@ -26,11 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from sia_core.gateway import Gateway
-from sia_core.records import Item
-from sia_core.runner import RunSpec, run_items
-from sia_core.sandbox import Limits, ProcessSandbox, Sandbox
-from sia_core.scripted import ScriptedTaskModel
+from sia_core.contracts.records import Item
+from sia_core.contracts.sandbox import Limits, Sandbox
+from sia_core.services.gateway import Gateway
+from sia_core.services.process_sandbox import ProcessSandbox
+from sia_core.services.runner import RunSpec, run_items
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 from sia_sandbox_bwrap.sandbox import BwrapSandbox, _private_dirs
 
 SCAFFOLD = "def solve(item, ctx):\n    return ctx.llm('ping')\n"

@@ -44,11 +44,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the hostile scaffolds live in the test suite
 
-from sia_core.gateway import Gateway  # noqa: E402
-from sia_core.records import ItemResult  # noqa: E402
-from sia_core.runner import RunSpec, run_items  # noqa: E402
-from sia_core.sandbox import Limits, ProcessSandbox, Sandbox  # noqa: E402
-from sia_core.scripted import ScriptedTaskModel  # noqa: E402
+from sia_core.contracts.records import ItemResult  # noqa: E402
+from sia_core.contracts.sandbox import Limits, Sandbox  # noqa: E402
+from sia_core.services.gateway import Gateway  # noqa: E402
+from sia_core.services.process_sandbox import ProcessSandbox  # noqa: E402
+from sia_core.services.runner import RunSpec, run_items  # noqa: E402
+from sia_core.surface.builtin.scripted import ScriptedTaskModel  # noqa: E402
 from sia_sandbox_bwrap.sandbox import BwrapSandbox, pids_cgroup_parent  # noqa: E402
 from tests.hostile import test_hostile_loop as loop_cases  # noqa: E402
 from tests.hostile import test_hostile_runner as runner_cases  # noqa: E402

@@ -13,7 +13,7 @@ def test_example_observer_plugin_sees_every_logged_event(tmp_path: Path) -> None
     out = tmp_path / "events.jsonl"
     env = {**os.environ, "SIA_EVENTS_JSONL": str(out)}
     listed = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", "plugins", "--json"],
+        [sys.executable, "-m", "sia_core.surface.cli", "plugins", "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -26,7 +26,7 @@ def test_example_observer_plugin_sees_every_logged_event(tmp_path: Path) -> None
         [
             sys.executable,
             "-m",
-            "sia_core.cli",
+            "sia_core.surface.cli",
             "--task",
             "tiny-add",
             "--max_gen",

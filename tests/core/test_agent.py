@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sia_core.agent import (
+from sia_core.contracts.backend import FeedbackRequest, MetaRequest
+from sia_core.services.agents import (
     AgentLimits,
     AgentTools,
     ToolCall,
@@ -19,7 +20,6 @@ from sia_core.agent import (
     feedback_step,
     meta_step,
 )
-from sia_core.backend import FeedbackRequest, MetaRequest
 
 PARENT = "def solve(item, ctx):\n    return ctx.llm(str(item.input))\n"
 BETTER = "def solve(item, ctx):\n    return ctx.llm('Sum only: ' + str(item.input))\n"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sia_core.cli import make_cli
-from sia_core.errors import SiaError
+from sia_core.contracts.errors import SiaError
+from sia_core.surface.cli import make_cli
 
 from .test_ledger import SCRIPT, StubBackendPlugin, prices, stub  # noqa: F401 (fixtures)
 from .test_loop import write_script

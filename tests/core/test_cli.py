@@ -20,7 +20,7 @@ def sia(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -31,7 +31,7 @@ def sia(
 
 def test_help_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from sia_core.cli import main\n"
+        "import sys; from sia_core.surface.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
@@ -66,7 +66,7 @@ def test_tasks_and_plugins_json() -> None:
     tasks = json.loads(sia("tasks", "--json").stdout)["tasks"]
     assert "tiny-add" in {t["name"] for t in tasks}
     plugins = json.loads(sia("plugins", "--json").stdout)["plugins"]
-    builtin = next(p for p in plugins if p["name"] == "sia_core.builtin")
+    builtin = next(p for p in plugins if p["name"] == "sia_core.surface.builtin")
     assert builtin["provides"]["backends"] == ["scripted"]
     assert builtin["provides"]["sandboxes"] == ["process"]
 
@@ -192,8 +192,8 @@ def test_sealed_test_is_scored_once_at_the_end_by_default(tmp_path: Path) -> Non
 
 def test_auto_backend_prefers_a_configured_key(sia_pm, register_plugin, monkeypatch) -> None:
     from sia_core import hookimpl
-    from sia_core.records import BackendSpec
-    from sia_core.runs import choose_backend
+    from sia_core.contracts.records import BackendSpec
+    from sia_core.surface.cli.running import choose_backend
 
     class Backends:
         @hookimpl

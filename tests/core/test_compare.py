@@ -20,7 +20,7 @@ from .test_loop import write_script
 def sia(*args: str, tty: bool = False) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TTY_COMPATIBLE": "1" if tty else "0", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env=env,

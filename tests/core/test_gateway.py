@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from sia_core.backend import TaskModel
-from sia_core.gateway import Budget, Gateway, HTTPTaskModel, UpstreamError
-from sia_core.records import ModelCall, from_json, to_json
+from sia_core.contracts.backend import TaskModel
+from sia_core.contracts.records import ModelCall, from_json, to_json
+from sia_core.services.gateway import Budget, Gateway, HTTPTaskModel, UpstreamError
 from sia_core.testing.openai_stub import OpenAIStub, count_tokens
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def parse_sse(data: bytes) -> list[Any]:
     return events
 
 
-class LocalModel:
+class LocalModel(TaskModel):
     """An in-process TaskModel: answers from ``respond`` (which may raise)."""
 
     def __init__(

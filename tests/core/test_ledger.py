@@ -17,13 +17,14 @@ import attrs
 import pytest
 
 from sia_core import hookimpl
-from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
-from sia_core.gateway import HTTPTaskModel
-from sia_core.ledger import LEDGER, Ledger, Pricer, litellm_price_table, totals
+from sia_core.contracts.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
+from sia_core.contracts.records import BackendSpec
 from sia_core.loop import Loop
-from sia_core.records import BackendSpec
-from sia_core.runstore import RunStore
-from sia_core.scripted import ScriptedBackend
+from sia_core.machinery.ledger import LEDGER, Ledger, totals
+from sia_core.machinery.pricing import Pricer, litellm_price_table
+from sia_core.machinery.runstore import RunStore
+from sia_core.services.gateway import HTTPTaskModel
+from sia_core.surface.builtin.scripted import ScriptedBackend
 from sia_core.testing.openai_stub import OpenAIStub
 
 from .test_loop import make_config, write_script
@@ -280,7 +281,7 @@ def test_price_lookup_strips_a_provider_prefix_and_reads_litellms_table(tmp_path
     )
     # ... without importing litellm (a heavy import) to read it
     code = (
-        "import sys; from sia_core.ledger import Pricer; p = Pricer('').price('gpt-4o-mini'); "
+        "import sys; from sia_core.machinery.pricing import Pricer; p = Pricer('').price('gpt-4o-mini'); "
         "print(p is not None, 'litellm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -300,7 +301,7 @@ def test_a_crash_between_the_ledger_and_the_step_event_counts_the_step_once(tmp_
         env = {**os.environ, "SIA_TEST_FAULT": fault}
         args = run_args(script, runs, max_gen=3) if not extra else list(extra)
         return subprocess.run(
-            [sys.executable, "-m", "sia_core.cli", *args],
+            [sys.executable, "-m", "sia_core.surface.cli", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -11,9 +11,10 @@ import attrs
 import pytest
 
 from sia_core import hookimpl
-from sia_core.loop import Loop, RunConfig
-from sia_core.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec
-from sia_core.runstore import RunStore
+from sia_core.contracts.config import RunConfig
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec
+from sia_core.loop import Loop
+from sia_core.machinery.runstore import RunStore
 
 DATA = Path(__file__).parent / "data"
 

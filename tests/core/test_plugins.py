@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sia_core import hookimpl
-from sia_core.errors import PluginConflictError, UnknownNameError
-from sia_core.plugins import new_plugin_manager
-from sia_core.records import BackendSpec, Event
+from sia_core.contracts.errors import PluginConflictError, UnknownNameError
+from sia_core.contracts.records import BackendSpec, Event
+from sia_core.machinery.plugins import new_plugin_manager
 
 
 def make_fake_dist(root: Path, dist: str, ep_name: str, module: str, source: str) -> None:
@@ -31,7 +31,7 @@ def make_fake_dist(root: Path, dist: str, ep_name: str, module: str, source: str
 
 GOOD = """
     from sia_core import hookimpl
-    from sia_core.records import BackendSpec
+    from sia_core.contracts.records import BackendSpec
 
     @hookimpl
     def sia_backends():
@@ -44,7 +44,7 @@ def run_sia(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(pythonpath), **env}
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -125,7 +125,7 @@ def test_disable_and_load_only(site: Path) -> None:
     names = {r["name"] for r in only["plugins"]}
     assert "backend-good" in names and "backend-broken" not in names
     none = json.loads(run_sia(["plugins", "--json"], site, SIA_LOAD_PLUGINS="").stdout)
-    assert {r["name"] for r in none["plugins"]} == {"sia_core.builtin"}
+    assert {r["name"] for r in none["plugins"]} == {"sia_core.surface.builtin"}
 
 
 def test_strict_mode_reraises(site: Path) -> None:
@@ -199,7 +199,7 @@ def test_observer_errors_are_isolated(sia_pm, register_plugin, caplog) -> None:
 
 
 def test_hooks_have_docstrings() -> None:
-    from sia_core import hookspecs
+    from sia_core.contracts import hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith("sia_")]
     assert {
@@ -219,7 +219,7 @@ def test_register_commands_hook(sia_pm, register_plugin) -> None:
     import click
     from click.testing import CliRunner
 
-    from sia_core.cli import make_cli
+    from sia_core.surface.cli import make_cli
 
     class Cmd:
         @hookimpl
@@ -250,7 +250,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.pm = new_plugin_manager(entrypoints=False)
-        self.model: dict[str, tuple[str, ...]] = {"sia_core.builtin": ("scripted",)}
+        self.model: dict[str, tuple[str, ...]] = {"sia_core.surface.builtin": ("scripted",)}
 
     @rule(
         pname=st.sampled_from(["p1", "p2", "p3"]),
@@ -267,7 +267,9 @@ class RegistryMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.model) > 1)
     @rule(data=st.data())
     def unregister(self, data: st.DataObject) -> None:
-        pname = data.draw(st.sampled_from(sorted(k for k in self.model if k != "sia_core.builtin")))
+        pname = data.draw(
+            st.sampled_from(sorted(k for k in self.model if k != "sia_core.surface.builtin"))
+        )
         self.pm.unregister_object(pname)
         del self.model[pname]
 
@@ -296,7 +298,7 @@ def test_every_hook_is_documented() -> None:
     """docs/plugins.md has a heading per hook, written with its arguments."""
     import inspect
 
-    from sia_core import hookspecs
+    from sia_core.contracts import hookspecs
 
     doc = (Path(__file__).parents[2] / "docs/plugins.md").read_text()
     for name in (n for n in dir(hookspecs) if n.startswith("sia_")):

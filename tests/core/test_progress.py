@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from sia_core.progress import LiveProgress, PlainProgress
-from sia_core.records import Event
+from sia_core.contracts.records import Event
+from sia_core.surface.builtin.progress import LiveProgress, PlainProgress
 
 
 def events() -> list[Event]:

@@ -40,11 +40,11 @@ def test_no_package_outside_the_core_imports_a_private_core_name() -> None:
 def test_the_scan_finds_a_planted_private_import(tmp_path: Path) -> None:
     planted = tmp_path / "plugin.py"
     planted.write_text(
-        "from sia_core.sandbox import Limits, _hidden\nimport sia_core._internal\n"
+        "from sia_core.contracts.sandbox import Limits, _hidden\nimport sia_core._internal\n"
         "from sia_core._private import x\n"
     )
     assert private_imports(planted) == [
-        "sia_core.sandbox:_hidden",
+        "sia_core.contracts.sandbox:_hidden",
         "sia_core._internal",
         "sia_core._private",
     ]

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sia_core import records as r
+from sia_core.contracts import records as r
 
 text = st.text(max_size=20)
 json_scalar = st.none() | st.booleans() | st.integers(-1000, 1000) | text
@@ -154,7 +154,7 @@ def test_atomic_writes_make_ordinary_files(tmp_path) -> None:
     import os
     import stat
 
-    from sia_core.runstore import atomic_write_text
+    from sia_core.machinery.runstore import atomic_write_text
 
     path = tmp_path / "a" / "b.txt"
     atomic_write_text(path, "x")

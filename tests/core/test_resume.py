@@ -45,7 +45,7 @@ def run_args(script: Path, runs: Path, max_gen: int) -> list[str]:
 def sia(args: list[str], site: Path, kill_at: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(site), "SIA_TEST_KILL_AT": kill_at}
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env=env,

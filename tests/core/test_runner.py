@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from sia_core.records import Item, ItemResult
-from sia_core.runner import HOST_PATH, RunSpec, run_items, run_program, scaffold_kind
-from sia_core.sandbox import Limits, ProcessSandbox
+from sia_core.contracts.records import Item, ItemResult
+from sia_core.contracts.sandbox import Limits
+from sia_core.services.process_sandbox import ProcessSandbox
+from sia_core.services.runner import HOST_PATH, RunSpec, run_items, run_program, scaffold_kind
 
 SANDBOX = ProcessSandbox()
 

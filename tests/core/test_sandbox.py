@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.sandbox import (
+from sia_core.contracts.sandbox import Limits, Sandbox, SandboxedProcess
+from sia_core.services.process_sandbox import (
     CompletedRun,
-    Limits,
     ProcessSandbox,
-    Sandbox,
-    SandboxedProcess,
     make_process_sandbox,
     run,
 )

@@ -16,18 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sia_core.errors import TaskError
-from sia_core.records import Item
-from sia_core.taskdir import (
+from sia_core.contracts.errors import TaskError
+from sia_core.contracts.records import Item
+from sia_core.services.taskdir import (
     Problem,
     Task,
-    _Row,
     carve_dev,
     load_task,
     normalize,
     program_split_of,
     validate_task,
 )
+from sia_core.services.taskdir.records import _Row
 from sia_core.testing.conformance.task import TINY_TASK_DIR, TaskConformance
 
 # --------------------------------------------------------------------------------------------
@@ -700,7 +700,8 @@ def test_carve_dev_stratifies_and_seeds() -> None:
 SPLIT_SCRIPT = """
 import json
 import math
-from sia_core.taskdir import _Row, carve_dev, program_split_of
+from sia_core.services.taskdir import carve_dev, program_split_of
+from sia_core.services.taskdir.records import _Row
 rows = [_Row(id=f"r{i}", input=i, label=i % 3) for i in range(50)]
 print(json.dumps({
     "carve": [r.id for r in carve_dev(rows, 0.2, 7, True)[1]],

@@ -1,4 +1,4 @@
-"""sia_core.untrusted: reading what a scaffold left, with nothing followed and everything bounded."""
+"""sia_core.services.untrusted: reading what a scaffold left, with nothing followed and everything bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.untrusted import (
+from sia_core.services.untrusted import (
     OutputPump,
     UntrustedFileError,
     harvest,

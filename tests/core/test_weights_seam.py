@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from sia_core import hookimpl
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
 from sia_core.loop import Loop
-from sia_core.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
-from sia_core.runstore import RunStore
+from sia_core.machinery.runstore import RunStore
 
 from .test_loop import make_config, write_script
 

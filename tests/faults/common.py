@@ -17,9 +17,9 @@ __all__ = ["events", "final_state", "last_line", "run_args", "sia", "stale_temps
 def sia(
     args: list[str], *, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m sia_core.cli ARGS`` in a fresh process (``env`` added to this one's)."""
+    """``python -m sia_core.surface.cli ARGS`` in a fresh process (``env`` added to this one's)."""
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "SIA_TEST_FAULT": "", **(env or {})},

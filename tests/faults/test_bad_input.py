@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.cli import main
-from sia_core.plugins import new_plugin_manager
+from sia_core.machinery.plugins import new_plugin_manager
+from sia_core.surface.cli import main
 from sia_core.testing.fixtures import tiny_task_source
 
 from .common import last_line

@@ -44,11 +44,11 @@ CAN_MOUNT, WHY = _can_mount()
 DRIVER = """
 set -u
 mount -t tmpfs -o size=4m sia-test-disk "$DISK" || exit 90
-"$PY" -m sia_core.cli "$@" >"$OUT/fail.out" 2>"$OUT/fail.err"; echo $? >"$OUT/fail.rc"
+"$PY" -m sia_core.surface.cli "$@" >"$OUT/fail.out" 2>"$OUT/fail.err"; echo $? >"$OUT/fail.rc"
 df -B1 --output=avail "$DISK" | tail -1 >"$OUT/fail.avail"
 cp -a "$DISK/runs" "$OUT/after_fail"
 rm -f "$DISK/filler"
-SIA_TEST_FILL_AT= "$PY" -m sia_core.cli resume 1 --runs-dir "$DISK/runs" \
+SIA_TEST_FILL_AT= "$PY" -m sia_core.surface.cli resume 1 --runs-dir "$DISK/runs" \
     >"$OUT/resume.out" 2>"$OUT/resume.err"; echo $? >"$OUT/resume.rc"
 cp -a "$DISK/runs" "$OUT/final"
 """

@@ -24,7 +24,7 @@ import pytest
 
 from sia_core.testing.openai_stub import OpenAIStub, echo_last_user
 from tests.core.test_plugins import make_fake_dist
-from tests.hostile.harness import running
+from tests.hostile.harness import still_running
 
 from .common import final_state, sia
 from .test_llm_faults import GOOD, _question, args
@@ -104,7 +104,7 @@ def test_sigkill_with_a_request_in_flight_then_resume(
     trap.arm(pattern)
     with open(tmp_path / "stderr", "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sia_core.cli", *cmd],
+            [sys.executable, "-m", "sia_core.surface.cli", *cmd],
             env={**os.environ, **stubs["env"]},
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -116,7 +116,7 @@ def test_sigkill_with_a_request_in_flight_then_resume(
             proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     if model == "task":
-        assert running(str(runs)) == {}, "a scaffold worker outlived the orchestrator"
+        assert still_running(str(runs)) == {}, "a scaffold worker outlived the orchestrator"
     resumed = sia(["resume", "1", "--runs-dir", str(runs)], env=stubs["env"])
     assert resumed.returncode == 0, resumed.stderr
     assert final_state(runs / "run_1") == stubs["expected"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Arena, kill_all, running
+from .harness import Arena, kill_all, still_running
 
 
 class Leftovers:
@@ -19,7 +18,7 @@ class Leftovers:
 
     def sweep(self) -> dict[int, str]:
         """Kill whatever of the test is still running; what was found."""
-        found = running(self.marker)
+        found = still_running(self.marker)
         kill_all(list(found))
         return found
 
@@ -34,6 +33,5 @@ def nothing_left_running(tmp_path: Path) -> Iterator[Leftovers]:
     """After each case nothing it started may be running (the runner has returned by then)."""
     leftovers = Leftovers(str(tmp_path))
     yield leftovers
-    time.sleep(0.05)  # a SIGKILLed process may take a moment to leave /proc
     found = leftovers.sweep()
     assert not found, f"left running after the case: {found}"

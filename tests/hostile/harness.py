@@ -13,18 +13,20 @@ import os
 import signal
 import string
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sia_core.gateway import Gateway
-from sia_core.loop import RunConfig
-from sia_core.records import Item, ItemResult
-from sia_core.runner import RunSpec, run_items
-from sia_core.sandbox import Limits, ProcessSandbox, Sandbox
-from sia_core.scripted import ScriptedTaskModel
+from sia_core.contracts.config import RunConfig
+from sia_core.contracts.records import Item, ItemResult
+from sia_core.contracts.sandbox import Limits, Sandbox
+from sia_core.services.gateway import Gateway
+from sia_core.services.process_sandbox import ProcessSandbox
+from sia_core.services.runner import RunSpec, run_items
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 from sia_sandbox_bwrap.sandbox import BwrapSandbox
 
 ROOT = os.geteuid() == 0
@@ -223,6 +225,17 @@ def running(marker: str) -> dict[int, str]:
             key in x for x in (cmdline, cwd, _read(f"/proc/{pid}/environ"))
         ):
             found[pid] = cmdline.replace(b"\0", b" ").decode("utf-8", "replace")[:200]
+    return found
+
+
+def still_running(marker: str, grace_s: float = 10.0) -> dict[int, str]:
+    """:func:`running` once what is dying has had ``grace_s`` to go: a process killed through a
+    parent-death signal chain leaves /proc a moment later, longer on a busy machine."""
+    deadline = time.monotonic() + grace_s
+    found = running(marker)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = running(marker)
     return found
 
 

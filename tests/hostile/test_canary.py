@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from sia_core.canary import CanarySpec, binomial_tail, check, draw
+from sia_core.contracts.records import Item
 from sia_core.loop import Loop
-from sia_core.records import Item
-from sia_core.runs import resume_run
-from sia_core.runstore import RunStore, agent_visible
+from sia_core.machinery.runstore import RunStore, agent_visible
+from sia_core.services.canary import CanarySpec, binomial_tail, check, draw
+from sia_core.surface.cli.running import resume_run
 from sia_report.report import write_report
 from sia_sandbox_bwrap import plugin
 
@@ -122,7 +122,7 @@ def assert_flagged(root: Path, runs: Path, sia_pm: Any) -> None:
     assert any("voided: suspected reward hacking" in json.dumps(g) for g in gates)
     # sia show and the report say why
     shown = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", "show", "1", "2", "--runs-dir", str(runs)],
+        [sys.executable, "-m", "sia_core.surface.cli", "show", "1", "2", "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -248,7 +248,7 @@ def test_a_run_whose_every_generation_is_voided_finishes_and_resumes(
     resume_run(sia_pm, runs, "1", max_gen=3)
     assert read(root, "gen_3/metrics.json")["voided"].startswith("suspected reward")
     shown = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", "show", "1", "--runs-dir", str(runs)],
+        [sys.executable, "-m", "sia_core.surface.cli", "show", "1", "--runs-dir", str(runs)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
-from sia_core import runs
-from sia_core.errors import SiaError
-from sia_core.loop import GenRow, Loop, RunConfig
-from sia_core.runstore import RunStore
-from sia_core.taskdir import load_task
+from sia_core.contracts.config import RunConfig
+from sia_core.contracts.errors import SiaError
+from sia_core.loop import Loop
+from sia_core.machinery.runstore import RunStore
+from sia_core.services.summary import GenRow
+from sia_core.services.taskdir import load_task
+from sia_core.surface.cli import running
 from sia_sandbox_bwrap import plugin
 
 from .harness import SANDBOXES, source
@@ -323,5 +325,5 @@ def test_leaves_links_fifos_and_folders_behind(loop_run: LoopRun) -> None:
             text = path.read_text(errors="replace")
             assert not [line for line in lines if line in text], f"{path} holds label lines"
     # the run can be resumed: one more generation runs
-    runs.resume_run(loop_run.pm, loop_run.runs, "1", max_gen=4)
+    running.resume_run(loop_run.pm, loop_run.runs, "1", max_gen=4)
     assert (loop_run.root / "gen_4/metrics.json").exists()

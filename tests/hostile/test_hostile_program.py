@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from sia_core import runs
 from sia_core.loop import Loop
-from sia_core.runstore import RunStore
+from sia_core.machinery.runstore import RunStore
+from sia_core.surface.cli import running
 from sia_sandbox_bwrap import plugin
 
 from .harness import SANDBOXES, scripted_config, source
@@ -244,7 +244,7 @@ def test_hostile_program_outputs(case: str, sandbox: str, sia_pm: Any, tmp_path:
         assert_no_label_bytes(root)
 
     # the run can be resumed: one more (honest) generation runs and is scored
-    runs.resume_run(sia_pm, runs_dir, "1", max_gen=3)
+    running.resume_run(sia_pm, runs_dir, "1", max_gen=3)
     assert (root / "gen_3/metrics.json").exists()
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.sandbox import Limits
-from sia_sandbox_bwrap.sandbox import pids_cgroup_parent
+from sia_core.contracts.sandbox import Limits
+from sia_sandbox_bwrap.host_resources import pids_cgroup_parent
 
 from .conftest import Leftovers
 from .harness import (
@@ -384,11 +384,12 @@ def test_fills_the_disk(sandbox: str, arena: Arena) -> None:
 SACRIFICE = """
 import json, sys
 from pathlib import Path
-from sia_core.gateway import Gateway
-from sia_core.records import Item
-from sia_core.runner import RunSpec, run_items
-from sia_core.sandbox import Limits, ProcessSandbox
-from sia_core.scripted import ScriptedTaskModel
+from sia_core.services.gateway import Gateway
+from sia_core.contracts.records import Item
+from sia_core.services.runner import RunSpec, run_items
+from sia_core.contracts.sandbox import Limits
+from sia_core.services.process_sandbox import ProcessSandbox
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 from sia_sandbox_bwrap.sandbox import BwrapSandbox
 
 sandbox, scaffold, public, work = sys.argv[1:5]  # sacrificial-orchestrator

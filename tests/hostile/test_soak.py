@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.gateway import Gateway
-from sia_core.runner import RunSpec, run_items
-from sia_core.sandbox import Limits
-from sia_core.scripted import ScriptedTaskModel
+from sia_core.contracts.sandbox import Limits
+from sia_core.services.gateway import Gateway
+from sia_core.services.runner import RunSpec, run_items
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 
 from .harness import ITEMS, SANDBOXES, Arena, make_sandbox
 

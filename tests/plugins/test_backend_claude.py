@@ -16,7 +16,7 @@ from anthropic._constants import ANTHROPIC_API_VERSION
 
 from sia_backend_claude.backend import ClaudeBackend
 from sia_backend_claude.models import resolve_model, usage_with_cost
-from sia_core.backend import BackendOptions, MetaRequest
+from sia_core.contracts.backend import BackendOptions, MetaRequest
 from sia_core.testing.anthropic_stub import AnthropicStub
 from sia_core.testing.conformance.backend import BackendConformance
 from sia_core.testing.fixtures import tiny_task_source
@@ -312,7 +312,7 @@ def test_task_model_tool_calls_round_trip(anthropic_env: None) -> None:
 
 
 def test_task_model_error_reaches_the_gateway_as_upstream_error(stub: AnthropicStub) -> None:
-    from sia_core.gateway import UpstreamError
+    from sia_core.services.gateway import UpstreamError
 
     model = make_backend(max_retries=0).task_model()
     stub.fail_next(1, 429)
@@ -337,7 +337,7 @@ def sia_run(stub: AnthropicStub, runs: Path, *args: str) -> subprocess.Completed
         [
             sys.executable,
             "-m",
-            "sia_core.cli",
+            "sia_core.surface.cli",
             "--task",
             "tiny-add",
             "--backend",

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from sia_backend_litellm.backend import LiteLLMBackend, parse_tool_blocks
-from sia_backend_local.server import LlamaServer, smollm2_gguf
-from sia_core.backend import BackendOptions, MetaRequest
-from sia_core.gateway import UpstreamError
+from sia_backend_local.llama_server import LlamaServer
+from sia_backend_local.smollm2 import smollm2_gguf
+from sia_core.contracts.backend import BackendOptions, MetaRequest
+from sia_core.services.gateway import UpstreamError
 from sia_core.testing.anthropic_stub import AnthropicStub
 from sia_core.testing.conformance.backend import BackendConformance
 from sia_core.testing.fixtures import tiny_task_source
@@ -239,7 +240,7 @@ def test_cli_run_with_a_stub_agent_and_the_real_local_task_model(
             [
                 sys.executable,
                 "-m",
-                "sia_core.cli",
+                "sia_core.surface.cli",
                 "--task",
                 "tiny-add",
                 "--backend",

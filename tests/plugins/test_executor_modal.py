@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from sia_core.records import TrainJob, TrainResult, from_json, to_json
-from sia_core.taskdir import load_task
+from sia_core.contracts.records import TrainJob, TrainResult, from_json, to_json
+from sia_core.services.taskdir import load_task
 from sia_executor_modal import executor as ex
 from sia_executor_modal import jobpack, remote
 from sia_executor_modal.executor import NO_TOKEN, ModalExecutor, build_image, image_spec
@@ -120,7 +120,7 @@ def test_plugin_module_imports_neither_modal_nor_torch() -> None:
     probe = textwrap.dedent(
         """
         import json, sys
-        from sia_core.plugins import get_plugin_manager, resolve
+        from sia_core.machinery.plugins import get_plugin_manager, resolve
         spec = get_plugin_manager().executors().get("modal")
         executor = resolve(spec.factory)()
         executor.available()

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from sia_backend_local.backend import LocalBackend
 from sia_backend_local.policy import offline_feedback, stalled_for
 from sia_core import hookimpl
-from sia_core.backend import BackendOptions, FeedbackRequest
-from sia_core.loop import Loop, RunConfig
-from sia_core.params import SpaceError, read_declared, write_params
-from sia_core.records import BackendSpec
-from sia_core.runstore import RunStore
-from sia_core.scripted import ScriptedTaskModel
+from sia_core.contracts.backend import BackendOptions, FeedbackRequest
+from sia_core.contracts.config import RunConfig
+from sia_core.contracts.records import BackendSpec
+from sia_core.loop import Loop
+from sia_core.machinery.runstore import RunStore
+from sia_core.services.taskdir.params import SpaceError, read_declared, write_params
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
 
 SCAFFOLD = '''"""tiny-add with a mode switch."""
 import re

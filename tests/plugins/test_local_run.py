@@ -31,7 +31,7 @@ def test_killed_run_leaves_no_model_server(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sia_core.cli",
+            "sia_core.surface.cli",
             "--task",
             "tiny-add",
             "--backend",

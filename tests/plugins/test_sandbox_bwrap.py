@@ -18,21 +18,17 @@ from typing import Any
 
 import pytest
 
-from sia_core.gateway import Gateway
-from sia_core.records import Item
-from sia_core.runner import HOST_PATH, RunSpec, run_items, run_program
-from sia_core.runs import choose_sandbox
-from sia_core.sandbox import Limits, Sandbox, SandboxedProcess
-from sia_core.scripted import ScriptedTaskModel
+from sia_core import testing
+from sia_core.contracts.records import Item
+from sia_core.contracts.sandbox import Limits, Sandbox, SandboxedProcess
+from sia_core.services.gateway import Gateway
+from sia_core.services.runner import HOST_PATH, RunSpec, run_items, run_program
+from sia_core.surface.builtin.scripted import ScriptedTaskModel
+from sia_core.surface.cli.running import choose_sandbox
 from sia_core.testing.conformance.sandbox import SandboxConformance
 from sia_sandbox_bwrap import plugin
-from sia_sandbox_bwrap.sandbox import (
-    BwrapProcess,
-    BwrapSandbox,
-    _sweep_stale,
-    make_bwrap_sandbox,
-    pids_cgroup_parent,
-)
+from sia_sandbox_bwrap.host_resources import pids_cgroup_parent, sweep_stale
+from sia_sandbox_bwrap.sandbox import BwrapProcess, BwrapSandbox, make_bwrap_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 OK, WHY = BwrapSandbox().available()
@@ -206,14 +202,14 @@ def test_only_allowed_paths_are_visible(
 def test_private_data_of_installed_packages_and_sia_core_stays_hidden(
     procs: list[SandboxedProcess], tmp_path: Path
 ) -> None:
-    """A task package installed into site-packages ships its labels; the runner binds sia_core's
-    folder (for scaffold_host.py), which holds the tiny task's labels."""
+    """A task package installed into site-packages ships its labels; the runner binds the folder
+    of scaffold_host.py (the runner's own package): only the host script is shown."""
     site = tmp_path / "site-packages"
     (site / "sia_task_x/task/data/private").mkdir(parents=True)
     (site / "sia_task_x/task/data/public").mkdir(parents=True)
     (site / "sia_task_x/task/data/private/dev_labels.jsonl").write_text("{}\n")
     (site / "sia_task_x/task/data/public/dev.jsonl").write_text("{}\n")
-    tiny_labels = HOST_PATH.parent / "testing/tiny_task/data/private/dev_labels.jsonl"
+    tiny_labels = Path(testing.__file__).parent / "tiny_task/data/private/dev_labels.jsonl"
     assert tiny_labels.is_file()
     code = """
     import json, os, sys
@@ -224,7 +220,7 @@ def test_private_data_of_installed_packages_and_sia_core_stays_hidden(
         site / "sia_task_x/task/data/private": True,  # an empty folder stands in its place
         site / "sia_task_x/task/data/public/dev.jsonl": True,
         tiny_labels: False,
-        HOST_PATH.parent / "runner.py": False,
+        HOST_PATH.parent / "__init__.py": False,
         HOST_PATH: True,
     }
     box = BwrapSandbox(system_paths=(site,))
@@ -529,7 +525,7 @@ def test_leftovers_of_a_killed_orchestrator_are_swept(tmp_path: Path) -> None:
     for folder in (stale, mine):
         (folder / "sub").mkdir(parents=True)
     try:
-        _sweep_stale.__wrapped__()
+        sweep_stale.__wrapped__()
         assert not stale.exists() and mine.exists()
     finally:
         shutil.rmtree(stale, ignore_errors=True)
@@ -545,7 +541,7 @@ def _dead_pid() -> int:
 @pytest.mark.slow
 def test_relay_keeps_a_slow_model_call_open(tmp_path: Path) -> None:
     """A model call answered after more than the relay's 10 s connect timeout still arrives."""
-    from sia_sandbox_bwrap.sandbox import _HostRelay
+    from sia_sandbox_bwrap.gateway import HostRelay
 
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -558,7 +554,7 @@ def test_relay_keeps_a_slow_model_call_open(tmp_path: Path) -> None:
             conn.sendall(b"late answer")
 
     threading.Thread(target=answer_late, daemon=True).start()
-    relay = _HostRelay(tmp_path / "gw.sock", "127.0.0.1", port)
+    relay = HostRelay(tmp_path / "gw.sock", "127.0.0.1", port)
     try:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.settimeout(30)

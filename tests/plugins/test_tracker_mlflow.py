@@ -1,4 +1,4 @@
-"""sia-tracker-mlflow: a real run through the `sia` CLI (and `sia resume`) logged to a local
+"""sia-trackers[mlflow]: a real run through the `sia` CLI (and `sia resume`) logged to a local
 MLflow store, read back with MLflow's own client; opt-in, failure isolation, lazy import.
 
 The run has a weights generation. Its training job is the one boundary faked here: a test
@@ -22,8 +22,8 @@ import attrs
 import pytest
 
 from sia_core.loop import Loop, RunConfig
-from sia_core.runstore import RunStore
-from sia_core.trackers import TrackedRun, TrackerObserver, requested, wanted
+from sia_core.machinery.runstore import RunStore
+from sia_trackers import TrackedRun, TrackerObserver, requested, wanted
 
 #: a test plugin: the executor writes the worker's log format; an RL objective for it to run
 TESTKIT = '''
@@ -32,7 +32,7 @@ import json
 from pathlib import Path
 
 from sia_core import hookimpl
-from sia_core.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, ExecutorSpec, TrainResult
 
 STEPS = 4
 
@@ -137,7 +137,7 @@ def write_script(tmp_path: Path) -> Path:
 
 def sia(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -272,7 +272,7 @@ def tiny_config(task_dir: Path, tmp_path: Path) -> RunConfig:
 def test_a_failing_tracker_never_stops_the_run(
     sia_pm, register_plugin, tiny_task_dir, tmp_path, monkeypatch, capsys
 ) -> None:
-    from sia_tracker_mlflow import MlflowTracker
+    from sia_trackers.mlflow_tracker import MlflowTracker
 
     monkeypatch.setenv("SIA_TRACKERS", "mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
@@ -346,7 +346,7 @@ def test_trackers_are_opt_in(sia_pm, register_plugin, tiny_task_dir, tmp_path, m
 
 def test_sia_help_imports_neither_mlflow_nor_wandb() -> None:
     code = (
-        "import sys\nfrom sia_core.cli import main\nfrom sia_core.plugins import "
+        "import sys\nfrom sia_core.surface.cli import main\nfrom sia_core.machinery.plugins import "
         "get_plugin_manager\nmain(['--help'])\n"
         "names = set(get_plugin_manager().infos)\n"
         "print(sorted(n for n in names if n.startswith('tracker-')))\n"

@@ -1,4 +1,4 @@
-"""sia-tracker-wandb in offline mode: a real loop run and its resume, read back from the files
+"""sia-trackers[wandb] in offline mode: a real loop run and its resume, read back from the files
 W&B wrote (its transaction log, parsed with wandb's own protobuf records). No network.
 
 The weights generation's training job is the test executor of test_tracker_mlflow (the worker's
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import attrs
 import pytest
 
 from sia_core.loop import Loop
-from sia_core.runstore import RunStore
-from sia_core.trackers import TrackerObserver
+from sia_core.machinery.runstore import RunStore
+from sia_trackers import TrackerObserver
 
 from .test_tracker_mlflow import GEN_FILES, STEPS, register_testkit, tiny_config
 
@@ -48,6 +49,25 @@ def wandb_records(path: Path) -> Iterator[Any]:
             record.ParseFromString(pending)
             yield record
             pending = b""
+
+
+def closed(path: Path) -> bool:
+    """Whether a ``run-ID.wandb`` file is complete: it parses and ends with the exit record."""
+    try:
+        return any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path))
+    except Exception:  # cut short mid-record: still being written
+        return False
+
+
+def wait_closed(run_dir: Path, folders: int, timeout: float = 60.0) -> None:
+    """``run.finish()`` can return before wandb's service has written the whole file (in a
+    process that goes on, nothing tears the service down): wait for ``folders`` complete ones."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        if len(logs) >= folders and all(closed(p) for p in logs):
+            return
+        time.sleep(0.2)
 
 
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
@@ -90,7 +110,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
 def test_wandb_offline_logs_a_run_and_its_resume_to_one_run_id(
     sia_pm, register_plugin, tiny_task_dir, tmp_path, monkeypatch
 ) -> None:
-    from sia_tracker_wandb import WandbTracker
+    from sia_trackers.wandb_tracker import WandbTracker
 
     for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
@@ -111,6 +131,7 @@ def test_wandb_offline_logs_a_run_and_its_resume_to_one_run_id(
     store = RunStore.open(tmp_path / "runs", "1")
     rows = Loop(attrs.evolve(config, max_gen=3), store, sia_pm).run()
 
+    wait_closed(store.root, folders=2)
     got = read_offline_run(store.root)
     state = json.loads((store.root / "trackers" / "wandb.json").read_text())
     # one W&B run id for both processes (offline, each process writes its own folder of it)

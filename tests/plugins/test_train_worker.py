@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from sia_core.errors import SiaError
-from sia_core.records import TrainJob, TrainResult, from_dict
+from sia_core.contracts.errors import SiaError
+from sia_core.contracts.records import TrainJob, TrainResult, from_dict
 from sia_sandbox_bwrap.sandbox import BwrapSandbox
 from sia_train import executor as executor_mod
+from sia_train.checkpoint import CHECKPOINT, prepare_out_dir
 from sia_train.executor import LocalExecutor
+from sia_train.generation import apply_stop
 from sia_train.model import DONE_MARKER, gguf_to_hf, resolve_base_model
-from sia_train.rollouts import _apply_stop
-from sia_train.worker import CHECKPOINT, prepare_out_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,7 +53,7 @@ def score_item(answer, label, item):
 
 
 def _gguf() -> Path:
-    from sia_backend_local.server import smollm2_gguf
+    from sia_backend_local.smollm2 import smollm2_gguf
 
     return Path(smollm2_gguf())
 
@@ -148,7 +148,7 @@ def test_local_executor_is_listed_and_available_without_importing_torch() -> Non
     probe = textwrap.dedent(
         """
         import json, sys
-        from sia_core.plugins import get_plugin_manager, resolve
+        from sia_core.machinery.plugins import get_plugin_manager, resolve
         spec = get_plugin_manager().executors().get("local")
         executor = resolve(spec.factory)()
         ok, why = executor.available()
@@ -202,8 +202,8 @@ def test_stop_strings_cut_tokens_and_text() -> None:
             return "".join(chr(97 + i) for i in ids)
 
     ids, lps = [0, 1, 2, 3], [-0.1, -0.2, -0.3, -0.4]
-    assert _apply_stop(Letters(), ids, lps, "abcd", ["c", "zz"]) == ([0, 1, 2], lps[:3], "ab", True)
-    assert _apply_stop(Letters(), ids, lps, "abcd", ["x"]) == (ids, lps, "abcd", False)
+    assert apply_stop(Letters(), ids, lps, "abcd", ["c", "zz"]) == ([0, 1, 2], lps[:3], "ab", True)
+    assert apply_stop(Letters(), ids, lps, "abcd", ["x"]) == (ids, lps, "abcd", False)
 
 
 @pytest.mark.parametrize("agg", ["token", "sequence"])
@@ -216,8 +216,8 @@ def test_micro_batches_give_the_whole_batch_update(agg: str) -> None:
 
     from sia_rl_grpo.objective import make_objective
     from sia_train.objective import Rollout
-    from sia_train.rollouts import CallRecord, RolloutSample
-    from sia_train.worker import policy_update
+    from sia_train.rollout_records import CallRecord, RolloutSample
+    from sia_train.update import policy_update
 
     rng = random.Random(0)
     samples = []
@@ -286,8 +286,8 @@ def test_shared_prompt_forward_equals_the_plain_forward() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sia_train.rollouts import CallRecord
-    from sia_train.worker import _completion_forward, _plain_forward
+    from sia_train.completion_logprobs import _plain_forward, completion_forward
+    from sia_train.rollout_records import CallRecord
 
     rng = random.Random(3)
     prompts = [[rng.randint(1, 49) for _ in range(n)] for n in (4, 9, 6)]
@@ -326,7 +326,7 @@ def test_shared_prompt_forward_equals_the_plain_forward() -> None:
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         return logp.detach(), hidden.detach(), grads
 
-    shared, plain = run(_completion_forward), run(_plain_forward)
+    shared, plain = run(completion_forward), run(_plain_forward)
     on = mask.bool()
     assert torch.allclose(shared[0][on], plain[0][on], atol=1e-5)
     assert torch.allclose(shared[1][on], plain[1][on], atol=1e-5)
@@ -341,7 +341,8 @@ def test_shared_prefill_generates_what_the_plain_generate_does() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sia_train.rollouts import _cache_kwarg, _shared_prefill
+    from sia_train.generation import shared_prefill
+    from sia_train.model import cache_kwarg
 
     config = LlamaConfig(
         vocab_size=50,
@@ -380,11 +381,11 @@ def test_shared_prefill_generates_what_the_plain_generate_does() -> None:
     with torch.no_grad():
         plain = model.generate(input_ids=ids, attention_mask=attention, **kwargs)
         fed.clear()
-        cache = _shared_prefill(model, ids, attention)
+        cache = shared_prefill(model, ids, attention)
         shared = model.generate(
-            input_ids=ids, attention_mask=attention, **{_cache_kwarg(model): cache}, **kwargs
+            input_ids=ids, attention_mask=attention, **{cache_kwarg(model): cache}, **kwargs
         )
-        assert _shared_prefill(model, ids[:3], attention[:3]) is None  # nothing shared
+        assert shared_prefill(model, ids[:3], attention[:3]) is None  # nothing shared
     assert fed[:2] == [3 * (width - 1), 7]  # distinct prompts once, then one token per row
     assert torch.equal(plain.sequences, shared.sequences)
     for a, b in zip(plain.logits, shared.logits, strict=True):

@@ -76,7 +76,7 @@ def sia(
     args: list[str], env: dict[str, str] | None = None, timeout: float = 540
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -333,8 +333,8 @@ def test_hf_folder_task_model_is_served_and_takes_adapters(
     converted against the folder and served on top of it."""
     from sia_backend_local.backend import LocalBackend
     from sia_backend_local.convert import ADAPTER_GGUF
-    from sia_backend_local.server import smollm2_gguf
-    from sia_core.backend import BackendOptions
+    from sia_backend_local.smollm2 import smollm2_gguf
+    from sia_core.contracts.backend import BackendOptions
     from sia_train.model import gguf_to_hf
 
     folder = gguf_to_hf(smollm2_gguf())  # cached: the weights run's worker converted it

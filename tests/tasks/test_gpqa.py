@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from sia_core.records import Item
-from sia_core.taskdir import Task, load_task, validate_task
+from sia_core.contracts.records import Item
+from sia_core.services.taskdir import Task, load_task, validate_task
 from sia_core.testing.conformance.task import TaskConformance
 from sia_task_gpqa import data, plugin, scoring
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sia_core.records import Item
-from sia_core.taskdir import Task, load_task
+from sia_core.contracts.records import Item
+from sia_core.services.taskdir import Task, load_task
 from sia_core.testing.conformance.task import TaskConformance
 from sia_task_longcot_chess import knight, plugin, scoring
 

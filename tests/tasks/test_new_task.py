@@ -13,9 +13,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from sia_core.errors import SiaError
-from sia_core.newtask import NAME_RULE, new_task_command, skeleton_files, write_skeleton
-from sia_core.taskdir import validate_task
+from sia_core.contracts.errors import SiaError
+from sia_core.services.taskdir import validate_task
+from sia_core.surface.cli.newtask import NAME_RULE, new_task_command, skeleton_files, write_skeleton
 from sia_core.testing.conformance.task import TaskConformance
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.taskdir import load_task
+from sia_core.services.taskdir import load_task
 from sia_core.testing.conformance.task import TaskConformance
 from sia_task_example import plugin
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from oh_support import REFERENCE, adaptive
 
-from sia_backend_local.server import LlamaServer, smollm2_gguf
+from sia_backend_local.llama_server import LlamaServer
+from sia_backend_local.smollm2 import smollm2_gguf
 from sia_core.testing.openai_stub import OpenAIStub
 
 

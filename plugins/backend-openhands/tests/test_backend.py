@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from oh_support import IMPROVED, REFERENCE, TASK_MD, Script, all_text, fn_call
 
-from sia_backend_local.server import LlamaServer
+from sia_backend_local.llama_server import LlamaServer
 from sia_backend_openhands.backend import OpenHandsBackend
-from sia_core.backend import BackendOptions, FeedbackRequest, MetaRequest
+from sia_core.contracts.backend import BackendOptions, FeedbackRequest, MetaRequest
 from sia_core.testing.conformance.backend import BackendConformance
 from sia_core.testing.fixtures import tiny_task_source
 from sia_core.testing.openai_stub import OpenAIStub
@@ -192,7 +192,7 @@ def test_real_local_model_runs_through_openhands(llama: LlamaServer, tmp_path: P
 
 
 def test_bad_settings_are_one_clear_line() -> None:
-    from sia_core.errors import SiaError
+    from sia_core.contracts.errors import SiaError
 
     with pytest.raises(SiaError, match="native_tool_calling='maybe'"):
         backend("openai/x", native_tool_calling="maybe")

@@ -20,7 +20,7 @@ from sia_core.testing.openai_stub import OpenAIStub
 def sia(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     return subprocess.run(
-        [sys.executable, "-m", "sia_core.cli", *args],
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -89,7 +89,7 @@ def test_two_generations_through_the_cli(stub: OpenAIStub, tmp_path: Path) -> No
 
 def test_plugin_is_listed_and_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from sia_core.plugins import new_plugin_manager; "
+        "import sys; from sia_core.machinery.plugins import new_plugin_manager; "
         "pm = new_plugin_manager(); b = pm.backends().get('openhands'); print(b.factory); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('openhands', 'litellm')))"
     )

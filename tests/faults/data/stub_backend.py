@@ -9,9 +9,9 @@ clients'). The Meta/Feedback roles ask their model for the next scaffold and use
 import re
 
 from sia_core import hookimpl
-from sia_core.backend import AgentOutcome
-from sia_core.gateway import HTTPTaskModel
-from sia_core.records import BackendSpec, Decision
+from sia_core.contracts.backend import AgentOutcome
+from sia_core.contracts.records import BackendSpec, Decision
+from sia_core.services.gateway import HTTPTaskModel
 
 FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
 

@@ -11,7 +11,7 @@ import json
 import os
 
 from sia_core import hookimpl
-from sia_core.records import Event, to_dict
+from sia_core.contracts.records import Event, to_dict
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """The ``litellm`` backend: any litellm model for the Meta/Feedback agents and as task model.
 
-- Roles: :func:`sia_core.agent.meta_step` / :func:`~sia_core.agent.feedback_step` over a
+- Roles: :func:`sia_core.services.agents.meta_step` / :func:`~sia_core.services.agents.feedback_step` over a
   :class:`LiteLLMAdapter`. Where the provider supports tool calling
   (``litellm.supports_function_calling``) the tools go as OpenAI ``tools``; elsewhere (e.g. an
   unknown model on a local server) a text protocol: the tools are described in the system prompt
@@ -14,7 +14,7 @@ Settings (``--backend-opt KEY=VALUE``): ``api_base`` / ``api_key`` (both roles),
 ``meta_api_base`` / ``meta_api_key`` / ``task_api_base`` / ``task_api_key`` (one role),
 ``tool_mode`` (auto | native | text), ``num_retries`` (3), ``timeout_s`` (600),
 ``temperature`` (of the agent's calls; unset: the provider's default) and the agent limits of
-:class:`sia_core.agent.AgentLimits`. ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set before litellm
+:class:`sia_core.services.agents.AgentLimits`. ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set before litellm
 is imported (unless set already), so start-up never fetches litellm's price table.
 """
 
@@ -27,10 +27,16 @@ from typing import Any
 
 import attrs
 
-from sia_core.agent import AgentLimits, ToolCall, ToolSpec, Turn, feedback_step, meta_step
-from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
-from sia_core.errors import SiaError
-from sia_core.gateway import UpstreamError
+from sia_core.contracts.backend import (
+    AgentOutcome,
+    BackendOptions,
+    FeedbackRequest,
+    MetaRequest,
+    TaskModel,
+)
+from sia_core.contracts.errors import SiaError
+from sia_core.services.agents import AgentLimits, ToolCall, ToolSpec, Turn, feedback_step, meta_step
+from sia_core.services.gateway import UpstreamError
 
 SETTINGS = frozenset(
     {
@@ -179,7 +185,7 @@ def to_openai_messages(
 
 
 class LiteLLMAdapter:
-    """:class:`sia_core.agent.ModelAdapter` on ``litellm.completion``."""
+    """:class:`sia_core.services.agents.ModelAdapter` on ``litellm.completion``."""
 
     def __init__(
         self,
@@ -288,8 +294,8 @@ class LiteLLMAdapter:
 # --------------------------------------------------------------------------------------------
 
 
-class LiteLLMTaskModel:
-    """The :class:`~sia_core.backend.TaskModel` the gateway routes scaffold calls to."""
+class LiteLLMTaskModel(TaskModel):
+    """The :class:`~sia_core.contracts.backend.TaskModel` the gateway routes scaffold calls to."""
 
     trainable = False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sia_core import hookimpl
-from sia_core.records import BackendSpec
+from sia_core.contracts.records import BackendSpec
 
 
 @hookimpl

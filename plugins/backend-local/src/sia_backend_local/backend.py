@@ -20,9 +20,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
-from sia_core.errors import SiaError
-from sia_core.records import Decision
+from sia_core.contracts.backend import (
+    AgentOutcome,
+    BackendOptions,
+    FeedbackRequest,
+    MetaRequest,
+    TaskModel,
+)
+from sia_core.contracts.errors import SiaError
+from sia_core.contracts.records import Decision
 
 from .convert import DEFAULT_OUTTYPE
 from .policy import DEFAULT_STALL_GENERATIONS, offline_feedback, offline_meta_note
@@ -63,7 +69,7 @@ class _Server:
                 self.model = None
 
 
-class LocalModel:
+class LocalModel(TaskModel):
     """The task model the loop sees: ``name``, ``trainable``, ``base_model``, ``adapter``,
     ``chat`` and ``with_adapter``. All views share one server; it starts on first use.
 
@@ -73,6 +79,7 @@ class LocalModel:
     """
 
     trainable = True
+    free = True  # runs on this machine: no price
 
     def __init__(
         self,
@@ -182,7 +189,8 @@ class LocalBackend:
 
     def task_model(self) -> LocalModel:
         if self._model is None:
-            from .server import cpu_count, smollm2_gguf
+            from .llama_config import cpu_count
+            from .smollm2 import smollm2_gguf
 
             gguf, base_hf, name = self._source(smollm2_gguf)
             # prompt processing dominates a scaffold's calls and parallelises well; generation

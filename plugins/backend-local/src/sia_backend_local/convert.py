@@ -23,8 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sia_core.errors import SiaError
-from sia_core.fs import locked
+from sia_core.contracts.errors import SiaError
+from sia_core.machinery.fs import locked
 
 LORA_SCRIPT = "convert_lora_to_gguf.py"
 HF_SCRIPT = "convert_hf_to_gguf.py"

@@ -18,9 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sia_core.backend import AgentOutcome, FeedbackRequest
-from sia_core.params import Declared, SpaceError, distributions, read_declared, write_params
-from sia_core.records import Decision
+from sia_core.contracts.backend import AgentOutcome, FeedbackRequest
+from sia_core.contracts.records import Decision
+from sia_core.services.taskdir.params import (
+    Declared,
+    SpaceError,
+    distributions,
+    read_declared,
+    write_params,
+)
 
 #: generations without a new incumbent before the weights lever is pulled
 DEFAULT_STALL_GENERATIONS = 2

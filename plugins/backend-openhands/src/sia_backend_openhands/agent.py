@@ -1,6 +1,6 @@
 """The Meta/Feedback step as an OpenHands agent (``openhands-sdk``).
 
-The tools are sia's provider-neutral agent tools (:class:`sia_core.agent.AgentTools`:
+The tools are sia's provider-neutral agent tools (:class:`sia_core.services.agents.AgentTools`:
 ``list_files``, ``read_file``, ``write_scaffold``, ``test_scaffold``, ``decide``), each wrapped as
 an OpenHands tool, so the allowlist of readable files (never ``data/private``, ``sealed/`` or a
 generation's working folders) and the decision's validation are the same as for every other
@@ -38,7 +38,14 @@ from openhands.sdk.conversation import ConversationExecutionStatus
 from openhands.sdk.tool import Tool, ToolAnnotations, ToolExecutor, register_tool
 from pydantic import Field, create_model
 
-from sia_core.agent import AgentLimits, AgentRun, AgentTools, ToolCall, ToolSpec, usage_total
+from sia_core.services.agents import (
+    AgentLimits,
+    AgentRun,
+    AgentTools,
+    ToolCall,
+    ToolSpec,
+    usage_total,
+)
 
 __all__ = ["make_llm", "run_openhands"]
 

@@ -13,7 +13,7 @@
 - Task model (``--task_model``): the local backend's llama.cpp model (default, or a ``.gguf``),
   or a litellm model string (``--backend-opt task_base_url=URL`` for an OpenAI-compatible server).
 
-Settings (``--backend-opt KEY=VALUE``): the limits of :class:`sia_core.agent.AgentLimits`
+Settings (``--backend-opt KEY=VALUE``): the limits of :class:`sia_core.services.agents.AgentLimits`
 (``max_turns``, ``max_tokens``, ``max_output_tokens``, ``max_trials``, ``trial_items``,
 ``max_read_chars``, ``max_no_tool_replies``), ``base_url``, ``api_key_env`` (the variable that
 holds the meta model's key), ``native_tool_calling`` (``true``/``false``; default false for the
@@ -29,7 +29,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sia_core.agent import (
+from sia_core.contracts.backend import (
+    AgentOutcome,
+    BackendOptions,
+    FeedbackRequest,
+    MetaRequest,
+    TaskModel,
+)
+from sia_core.contracts.errors import SiaError
+from sia_core.services.agents import (
     FEEDBACK_TEXT,
     META_TEXT,
     SYSTEM,
@@ -41,8 +49,6 @@ from sia_core.agent import (
     meta_outcome,
     meta_tools,
 )
-from sia_core.backend import AgentOutcome, BackendOptions, FeedbackRequest, MetaRequest
-from sia_core.errors import SiaError
 
 LOCAL_META_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
 LOCAL_TASK_MODELS = ("", "local", "smollm2", "smollm2-135m-instruct")
@@ -74,7 +80,7 @@ def _number(settings: dict[str, Any], key: str, default: float | None, kind: typ
         ) from None
 
 
-class LiteLLMTaskModel:
+class LiteLLMTaskModel(TaskModel):
     """A task model behind a litellm model string (API models are not trainable)."""
 
     trainable = False
@@ -171,7 +177,9 @@ class OpenHandsBackend:
         )
 
     def _start_local_server(self) -> None:
-        from sia_backend_local.server import LlamaServer, cpu_count, smollm2_gguf
+        from sia_backend_local.llama_config import cpu_count
+        from sia_backend_local.llama_server import LlamaServer
+        from sia_backend_local.smollm2 import smollm2_gguf
 
         log = None
         if self.options.run_dir:

@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from sia_core.records import TrainJob, TrainResult, to_json
+from sia_core.contracts.records import TrainJob, TrainResult, to_json
 
 from .jobpack import VOLUME_ROOT, PackedJob, Upload, pack_job, unpack_result
 
@@ -264,5 +264,5 @@ def upload_once(volume: Any, upload: Upload) -> bool:  # pragma: no cover - need
 
 
 def make_modal_executor() -> ModalExecutor:
-    """Factory named by the ``modal`` :class:`~sia_core.records.ExecutorSpec`."""
+    """Factory named by the ``modal`` :class:`~sia_core.contracts.records.ExecutorSpec`."""
     return ModalExecutor()

@@ -1,4 +1,4 @@
-"""Moving a :class:`~sia_core.records.TrainJob` to a Modal container and its result back.
+"""Moving a :class:`~sia_core.contracts.records.TrainJob` to a Modal container and its result back.
 
 Standard library + sia_core only, so all of it is tested without Modal:
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from sia_core.records import TrainJob, TrainResult, from_dict, to_json
+from sia_core.contracts.records import TrainJob, TrainResult, from_dict, to_json
 from sia_train.executor import progress_event
 
 #: where the ``sia`` Volume is mounted in the container
@@ -154,7 +154,7 @@ def pack_job(job: TrainJob) -> PackedJob:
 
 def unpack_job(job_json: str, payload: bytes) -> TrainJob:
     """Container side: extract the payload where the rewritten job expects it."""
-    from sia_core.records import from_json
+    from sia_core.contracts.records import from_json
 
     job = from_json(TrainJob, job_json)
     root = Path(job.task_dir).parent

@@ -14,7 +14,9 @@ from typing import Any
 
 import attrs
 
-from sia_core.fs import pid_alive
+from sia_core.contracts.records import Event
+from sia_core.machinery.fs import pid_alive
+from sia_core.machinery.runstate import RunState
 
 STEPS = ("propose", "train", "run", "score", "gate", "test")
 
@@ -240,7 +242,13 @@ def read_run(run_dir: str | Path) -> RunInfo:
     step_seconds: dict[int, dict[str, float]] = {}
     gen_start: dict[int, float] = {}
     gen_end: dict[int, float] = {}
-    incumbent = run_json.get("incumbent")
+    # the incumbent as the gate events say (run.json's, from before any gate, otherwise)
+    state = RunState.from_events(
+        Event(type=str(e.get("type")), run_id="", gen=as_int(e.get("gen")), data=e["data"])
+        for e in events
+        if isinstance(e.get("data"), dict)
+    )
+    incumbent = state.incumbent if state.gates else run_json.get("incumbent")
     for e in events:
         gen, data = e.get("gen"), e.get("data") or {}
         if not isinstance(data, dict):
@@ -253,8 +261,6 @@ def read_run(run_dir: str | Path) -> RunInfo:
             secs = as_num(data.get("seconds")) or 0.0
             step_seconds.setdefault(gen, {})[step] = step_seconds.get(gen, {}).get(step, 0) + secs
             gen_end[gen] = as_num(e.get("ts")) or 0.0
-            if step == "gate" and data.get("incumbent") is not None:
-                incumbent = data["incumbent"]
 
     cost = _run_cost(run_json)
     gen_dirs = []

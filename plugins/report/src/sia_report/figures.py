@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data import RunInfo
-from .html import best_so_far
+from .sections.scores import best_so_far
 from .svg import DEFAULT_COLOR, LEVER_COLORS
 
 

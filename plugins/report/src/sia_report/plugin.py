@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from sia_core import hookimpl
-from sia_core.errors import SiaError
-from sia_core.records import Event
+from sia_core.contracts.errors import SiaError
+from sia_core.contracts.records import Event
 
 log = logging.getLogger("sia.report")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 
-from sia_core.runstore import atomic_write_text
+from sia_core.machinery.runstore import atomic_write_text
 
 from .data import read_run
 from .html import render

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sia_core.records import AlgorithmFit, RewardStats
+from sia_core.contracts.records import AlgorithmFit, RewardStats
 from sia_train.fitting import clamp01, shape_of
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sia_core import hookimpl
-from sia_core.records import AlgorithmSpec
+from sia_core.contracts.records import AlgorithmSpec
 
 
 @hookimpl

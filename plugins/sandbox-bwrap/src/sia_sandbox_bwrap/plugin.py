@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sia_core import hookimpl
-from sia_core.records import SandboxSpec
+from sia_core.contracts.records import SandboxSpec
 
 from .sandbox import ISOLATION
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sia_core.fs import describe_exit, die_with_parent
-from sia_core.records import TrainJob, TrainResult, from_dict, to_json
+from sia_core.contracts.records import TrainJob, TrainResult, from_dict, to_json
+from sia_core.machinery.fs import describe_exit, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ def missing_modules(modules: tuple[str, ...] = WORKER_MODULES) -> list[str]:
 
 def progress_event(line: str | bytes) -> dict[str, Any] | None:
     """The progress event a worker output line carries (a JSON object with an ``event`` key,
-    see :func:`sia_train.worker.print_progress`), or ``None`` for any other line."""
-    line = line.strip()
-    if not line.startswith(b"{" if isinstance(line, bytes) else "{"):
+    see :func:`sia_train.train_log.print_progress`), or ``None`` for any other line."""
+    text = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).strip()
+    if not text.startswith("{"):
         return None
     try:
-        event = json.loads(line)
+        event = json.loads(text)
     except ValueError:
         return None
     return event if isinstance(event, dict) and "event" in event else None
@@ -244,5 +244,5 @@ class LocalExecutor:
 
 
 def make_local_executor() -> LocalExecutor:
-    """Factory named by the ``local`` :class:`~sia_core.records.ExecutorSpec`."""
+    """Factory named by the ``local`` :class:`~sia_core.contracts.records.ExecutorSpec`."""
     return LocalExecutor()

@@ -10,7 +10,7 @@ import math
 
 import attrs
 
-from sia_core.records import RewardStats
+from sia_core.contracts.records import RewardStats
 
 #: step-reward density: below DENSE_LO rewards are episode-end (sparse), from DENSE_HI dense
 DENSE_LO, DENSE_HI = 0.1, 0.5

@@ -1,4 +1,5 @@
-"""The policy being trained: the base causal LM for ``job.base_model`` wrapped in a peft LoRA.
+"""The policy being trained: the base causal LM for ``job.base_model`` wrapped in a peft LoRA
+(and, for PPO, a linear value head on its final hidden states).
 
 ``job.base_model`` is one of:
 
@@ -18,6 +19,7 @@ Imports torch/transformers/peft inside the functions: importing this module is c
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import shutil
 import time
@@ -25,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sia_core.errors import SiaError
-from sia_core.fs import locked
+from sia_core.contracts.errors import SiaError
+from sia_core.machinery.fs import locked
 
 if TYPE_CHECKING:
     import torch
@@ -201,6 +203,24 @@ def load_policy(
     else:
         policy = get_peft_model(model, lora_config(settings))
     return policy.to(device), tokenizer
+
+
+def make_value_head(hidden_size: int, device: str) -> Any:
+    """A linear value head on the final hidden states, zero-initialised (V = 0 at start)."""
+    import torch
+
+    head = torch.nn.Linear(hidden_size, 1)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    return head.to(device)
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name of the KV-cache argument of ``model`` (or of the base model a peft one wraps):
+    transformers renamed ``past_key_values`` to ``cache`` (5.x; ``generate`` follows
+    ``forward``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_chec
 
 import attrs
 
-from sia_core.errors import SiaError
+from sia_core.contracts.errors import SiaError
 
 if TYPE_CHECKING:
     import torch

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sia_core.plugins import resolve
-from sia_core.records import AlgorithmFit, AlgorithmSpec, RewardStats
-from sia_core.training import DEFAULT_TRAIN_SETTINGS
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, RewardStats
+from sia_core.contracts.training import DEFAULT_TRAIN_SETTINGS
+from sia_core.machinery.plugins import resolve
 
 from .objective import Group, Objective, Rollout
 

@@ -28,14 +28,14 @@ Only the standard library is used.
 from __future__ import annotations
 
 import json
-import socketserver
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sia_core.serving import ThreadedServer
+from sia_core.services.serving import ThreadedServer
+
+from .stub_http import StubHTTPServer, StubRequestHandler, count_tokens
 
 __all__ = ["AnthropicStub", "count_tokens"]
 
@@ -51,11 +51,6 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-
-
-def count_tokens(text: str) -> int:
-    """The stub's token count: the number of whitespace-separated words."""
-    return len(text.split())
 
 
 def _text_of(value: Any) -> str:
@@ -77,61 +72,28 @@ def _error(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(StubHTTPServer):
     def __init__(self, address: tuple[str, int], stub: AnthropicStub) -> None:
         self.stub = stub
         super().__init__(address, _Handler)
 
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no FQDN lookup
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Client hang-ups are expected in tests; stay quiet."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(StubRequestHandler):
     server_version = "anthropic-stub"
+    json_headers = (("request-id", "req_stub"),)
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request log."""
 
     def do_POST(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length > 0 else b""
-            self.server.stub._handle(self, raw)
+            self.server.stub._handle(self, self.read_body())
         except OSError:
             self.close_connection = True
 
-    def send_json(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", "req_stub")
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
     def send_sse(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for name, data in events:
-            chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
+        """Answer with ``(event name, data)`` pairs as server-sent events."""
+        self.send_event_stream(
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+        )
 
 
 class AnthropicStub(ThreadedServer):
@@ -205,11 +167,11 @@ class AnthropicStub(ThreadedServer):
             self._requests.append({"path": path, "headers": headers, "body": body})
             failure = self._failures.pop(0) if self._failures else None
         if path != "/v1/messages":
-            handler.send_json(404, _error(404, f"no route POST {path}"), {})
+            handler.send_json(404, _error(404, f"no route POST {path}"))
             return
         keys = (headers.get("x-api-key"), headers.get("authorization"))
         if self.api_key is not None and not {self.api_key, f"Bearer {self.api_key}"} & set(keys):
-            handler.send_json(401, _error(401, "invalid API key (x-api-key or Bearer)"), {})
+            handler.send_json(401, _error(401, "invalid API key (x-api-key or Bearer)"))
             return
         if failure is not None:
             status, message, extra = failure
@@ -217,7 +179,7 @@ class AnthropicStub(ThreadedServer):
             return
         problem = self._check(body, headers)
         if problem:
-            handler.send_json(400, _error(400, problem), {})
+            handler.send_json(400, _error(400, problem))
             return
         assert isinstance(body, dict)
         reply = self._message(body)
@@ -226,7 +188,7 @@ class AnthropicStub(ThreadedServer):
                 broken = self._stream_errors.pop(0) if self._stream_errors else None
             handler.send_sse(self._events(reply, broken))
         else:
-            handler.send_json(200, self._plain(reply), {})
+            handler.send_json(200, self._plain(reply))
 
     @staticmethod
     def _plain(message: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ..plugins import SiaPluginManager, new_plugin_manager
+from sia_core.machinery.plugins import SiaPluginManager, new_plugin_manager
 
 
 @pytest.fixture

@@ -17,23 +17,24 @@ one of :data:`FAULTS`::
 
     OpenAIStub(fault=lambda body: "status:429" if "95 + 80" in echo_last_user(body) else None)
 
-Only the standard library is used.
+The answers' bodies are built by :mod:`.openai_stub_answers`; the HTTP plumbing shared with the
+Anthropic stub is :mod:`.stub_http`. Only the standard library is used.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import socket
-import socketserver
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
-from sia_core.serving import ThreadedServer
+from sia_core.services.serving import ThreadedServer
+
+from .openai_stub_answers import completion_body, error_body, message_text, stream_chunks
+from .stub_http import StubHTTPServer, StubRequestHandler, count_tokens
 
 __all__ = [
     "FAULTS",
@@ -61,27 +62,6 @@ FAULTS = {
     "status:NNN": "an OpenAI error body with HTTP status NNN (429 also sends Retry-After)",
 }
 
-_PIECE = re.compile(r"\S+\s*|\s+")
-
-
-def count_tokens(text: str) -> int:
-    """The stub's token count: the number of whitespace-separated words."""
-    return len(text.split())
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """The text of one chat message (a string ``content`` or its ``text`` parts joined)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
-
 
 def echo_last_user(body: dict[str, Any]) -> str:
     """The default reply: the text of the last ``user`` message ("" when there is none)."""
@@ -91,40 +71,20 @@ def echo_last_user(body: dict[str, Any]) -> str:
     return ""
 
 
-def _error_body(status: int, message: str) -> dict[str, Any]:
-    if status == 429:
-        kind, code = "requests", "rate_limit_exceeded"
-    elif status >= 500:
-        kind, code = "server_error", None
-    elif status == 401:
-        kind, code = "invalid_request_error", "invalid_api_key"
-    else:
-        kind, code = "invalid_request_error", None
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def _chat_shaped(body: dict[str, Any], chat: bool) -> dict[str, Any]:
+    """A request body in chat shape (a completion's ``prompt`` as one user message)."""
+    return body if chat else {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
 
 
-class _StubServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _StubServer(StubHTTPServer):
     def __init__(self, address: tuple[str, int], stub: OpenAIStub) -> None:
         self.stub = stub
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
         super().__init__(address, _StubHandler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Client hang-ups are expected in tests; stay quiet."""
-
-
-class _StubHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _StubHandler(StubRequestHandler):
     server_version = "openai-stub"
     disable_nagle_algorithm = True
     server: _StubServer
@@ -142,9 +102,6 @@ class _StubHandler(BaseHTTPRequestHandler):
             with self.server.sockets_lock:
                 self.server.open_sockets.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request log."""
-
     def version_string(self) -> str:
         """The ``Server`` header: just the name."""
         return self.server_version
@@ -155,46 +112,13 @@ class _StubHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve("POST")
 
-    # -- plumbing ------------------------------------------------------------------------------
-
     def _serve(self, method: str) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length > 0 else b""
-            self.server.stub._handle(self, method, raw)
+            self.server.stub._handle(self, method, self.read_body())
         except OSError:
             self.close_connection = True
         except Exception as exc:  # answer rather than drop the connection
-            self.send_json(500, _error_body(500, f"stub failed: {type(exc).__name__}: {exc}"))
-
-    def send_json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def send_raw(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def send_sse(self, events: Iterable[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for event in events:
-            self._write_chunk(f"data: {json.dumps(event)}\n\n".encode())
-        self._write_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.send_json(500, error_body(500, f"stub failed: {type(exc).__name__}: {exc}"))
 
 
 class OpenAIStub(ThreadedServer):
@@ -318,15 +242,15 @@ class OpenAIStub(ThreadedServer):
             "/v1/completions": "POST",
         }
         if path not in routes:
-            handler.send_json(404, _error_body(404, f"unknown route {method} {path}"))
+            handler.send_json(404, error_body(404, f"unknown route {method} {path}"))
             return
         if method != routes[path]:
-            handler.send_json(405, _error_body(405, f"{path} takes {routes[path]}"))
+            handler.send_json(405, error_body(405, f"{path} takes {routes[path]}"))
             return
         if self.api_key is not None:
             auth = handler.headers.get("Authorization") or ""
             if auth != f"Bearer {self.api_key}":
-                handler.send_json(401, _error_body(401, "Incorrect API key provided."))
+                handler.send_json(401, error_body(401, "Incorrect API key provided."))
                 return
         if path == "/v1/models":
             model = {"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}
@@ -335,17 +259,17 @@ class OpenAIStub(ThreadedServer):
         try:
             body = json.loads(raw or b"null")
         except ValueError:
-            handler.send_json(400, _error_body(400, "request body is not valid JSON"))
+            handler.send_json(400, error_body(400, "request body is not valid JSON"))
             return
         if not isinstance(body, dict):
-            handler.send_json(400, _error_body(400, "request body must be a JSON object"))
+            handler.send_json(400, error_body(400, "request body must be a JSON object"))
             return
         chat = path == "/v1/chat/completions"
         if chat and not isinstance(body.get("messages"), list):
-            handler.send_json(400, _error_body(400, "'messages' is a required property"))
+            handler.send_json(400, error_body(400, "'messages' is a required property"))
             return
         if not chat and not isinstance(body.get("prompt"), str):
-            handler.send_json(400, _error_body(400, "'prompt' must be a string"))
+            handler.send_json(400, error_body(400, "'prompt' must be a string"))
             return
         with self._lock:
             self._requests.append(body)
@@ -357,12 +281,9 @@ class OpenAIStub(ThreadedServer):
         if self.delay_s > 0:
             time.sleep(self.delay_s)
         if failing:
-            handler.send_json(status, _error_body(status, message))
+            handler.send_json(status, error_body(status, message))
             return
-        chat_body = (
-            body if chat else {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
-        )
-        fault = self.fault(chat_body) if self.fault is not None else None
+        fault = self.fault(_chat_shaped(body, chat)) if self.fault is not None else None
         if fault is None:
             self._answer(handler, body, seq, chat)
             return
@@ -381,19 +302,13 @@ class OpenAIStub(ThreadedServer):
             handler.connection.shutdown(socket.SHUT_RDWR)
         elif fault == "garbage":
             page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            handler.send_raw(200, page, "text/html")
+            handler.send_bytes(200, page, "text/html")
         elif fault in ("empty", "null"):
             self._answer(handler, body, seq, chat, text="", null=fault == "null")
         elif fault.startswith("status:") and fault[7:].isdigit():
             status = int(fault[7:])
-            data = json.dumps(_error_body(status, f"stub: injected {fault}")).encode()
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            if status == 429:
-                handler.send_header("Retry-After", "1")
-            handler.end_headers()
-            handler.wfile.write(data)
+            retry = {"Retry-After": "1"} if status == 429 else None
+            handler.send_json(status, error_body(status, f"stub: injected {fault}"), retry)
         else:
             raise ValueError(f"unknown stub fault {fault!r}; choose one of: {', '.join(FAULTS)}")
 
@@ -408,109 +323,14 @@ class OpenAIStub(ThreadedServer):
         null: bool = False,
     ) -> None:
         """Answer ``body``; ``text`` replaces the reply; ``null`` sends ``content: null``."""
-        if chat:
-            prompt_tokens = sum(
-                count_tokens(message_text(m)) for m in body["messages"] if isinstance(m, dict)
-            )
-        else:
-            prompt_tokens = count_tokens(body["prompt"])
         if text is None and not null:
-            chat_body = (
-                body
-                if chat
-                else {**body, "messages": [{"role": "user", "content": body["prompt"]}]}
-            )
-            text = self.reply(chat_body)
-        text = text or ""
-        finish = "stop"
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(limit, int) and count_tokens(text) > limit:
-            text, finish = " ".join(text.split()[:limit]), "length"
-        completion_tokens = count_tokens(text)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        n = body.get("n")
-        n_choices = n if isinstance(n, int) and n > 0 else 1
-        model = body.get("model") or self.model
-        created = int(time.time())
-        if chat:
-            ident, obj = f"chatcmpl-stub-{seq}", "chat.completion"
-            choices: list[dict[str, Any]] = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": None if null else text},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-                for i in range(n_choices)
-            ]
-        else:
-            ident, obj = f"cmpl-stub-{seq}", "text_completion"
-            choices = [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
-                for i in range(n_choices)
-            ]
+            text = self.reply(_chat_shaped(body, chat))
+        completion = completion_body(
+            body, seq=seq, chat=chat, text=text or "", null=null, default_model=self.model
+        )
         if not body.get("stream"):
-            handler.send_json(
-                200,
-                {
-                    "id": ident,
-                    "object": obj,
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": "stub",
-                    "choices": choices,
-                    "usage": usage,
-                },
-            )
+            handler.send_json(200, completion)
             return
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        handler.send_sse(
-            _stream_events(
-                ident,
-                created,
-                model,
-                text,
-                finish,
-                n_choices,
-                chat,
-                usage if include_usage else None,
-            )
-        )
-
-
-def _stream_events(
-    ident: str,
-    created: int,
-    model: str,
-    text: str,
-    finish: str,
-    n_choices: int,
-    chat: bool,
-    usage: dict[str, int] | None,
-) -> Iterable[dict[str, Any]]:
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    head = {"id": ident, "object": obj, "created": created, "model": model}
-
-    def chunk(index: int, piece: str | None, finish_reason: str | None) -> dict[str, Any]:
-        if chat:
-            delta: dict[str, Any] = {} if piece is None else {"content": piece}
-            if piece == "" and finish_reason is None:
-                delta["role"] = "assistant"
-            choice = {"index": index, "delta": delta, "logprobs": None}
-        else:
-            choice = {"index": index, "text": piece or "", "logprobs": None}
-        return {**head, "choices": [{**choice, "finish_reason": finish_reason}]}
-
-    for index in range(n_choices):
-        if chat:
-            yield chunk(index, "", None)
-        for piece in _PIECE.findall(text):
-            yield chunk(index, piece, None)
-        yield chunk(index, None, finish)
-    if usage is not None:
-        yield {**head, "choices": [], "usage": usage}
+        handler.send_event_stream(stream_chunks(completion, include_usage))

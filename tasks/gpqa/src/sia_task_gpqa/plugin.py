@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sia_core import hookimpl
-from sia_core.records import TaskSpec
+from sia_core.contracts.records import TaskSpec
 
 from .data import ENV_VAR, task_path
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from importlib import resources
 
 from sia_core import hookimpl
-from sia_core.records import TaskSpec
+from sia_core.contracts.records import TaskSpec
 
 
 @hookimpl

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ...plugins import resolve
-from ...records import AlgorithmFit, AlgorithmSpec, RewardStats
+from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, RewardStats
+from sia_core.machinery.plugins import resolve
 
 reward_stats = st.builds(
     RewardStats,

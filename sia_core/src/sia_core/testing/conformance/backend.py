@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from ...backend import AgentOutcome, FeedbackRequest, MetaRequest, TaskModel
-from ...records import LEVERS
-from ..fixtures import tiny_task_source
+from sia_core.contracts.backend import AgentOutcome, FeedbackRequest, MetaRequest, TaskModel
+from sia_core.contracts.records import LEVERS
+from sia_core.testing.fixtures import tiny_task_source
 
 
 class BackendConformance:

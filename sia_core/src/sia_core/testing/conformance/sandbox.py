@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from sia_core.sandbox import Limits, Sandbox, SandboxedProcess
+from sia_core.contracts.sandbox import Limits, Sandbox, SandboxedProcess
 
 # a background child that writes a heartbeat line every 20 ms; run as: python -c HEARTBEAT path
 HEARTBEAT = textwrap.dedent(
@@ -62,7 +62,7 @@ TREE = textwrap.dedent(
 
 
 class SandboxConformance:
-    """Checks every :class:`~sia_core.sandbox.Sandbox` must pass. Supply a ``sandbox`` fixture."""
+    """Checks every :class:`~sia_core.contracts.sandbox.Sandbox` must pass. Supply a ``sandbox`` fixture."""
 
     #: interpreter used inside the sandbox
     python: str = sys.executable

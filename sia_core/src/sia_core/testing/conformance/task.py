@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sia_core.records import ScoreResult
-from sia_core.taskdir import (
+from sia_core.contracts.records import ScoreResult
+from sia_core.services.taskdir import (
     EVAL_SPLITS,
     SPLITS,
     Task,

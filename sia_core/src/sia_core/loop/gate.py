@@ -1,0 +1,64 @@
+"""The gate step: the generation becomes the incumbent if it beats the incumbent's dev score by
+the margin; the archive and ``context.md`` are rewritten."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from sia_core.contracts.records import Decision, GenerationNode, Metrics, from_dict
+from sia_core.loop.base import LoopBase
+from sia_core.loop.propose import sha256_text
+from sia_core.services.agents.context import evolution_log
+
+
+class Gating(LoopBase):
+    """The gate step."""
+
+    def _gate(self, gen: int) -> tuple[None, dict[str, Any]]:
+        gdir = self.store.gen_dir(gen)
+        decision = from_dict(Decision, self.store.read_json(gdir / "decision.json"))
+        metrics = from_dict(Metrics, self.store.read_json(gdir / "metrics.json"))
+        text = (gdir / "target_agent.py").read_text(encoding="utf-8")
+        incumbent = self.state.incumbent
+        nodes = {n.gen: n for n in self.state.nodes()}
+        dev = metrics.dev.score
+        if metrics.voided:
+            accepted, why = False, f"voided: {metrics.voided}"
+        elif incumbent is None:
+            accepted, why = True, "the first generation is the first incumbent"
+        else:
+            inc_dev = nodes[incumbent].dev_score or 0.0
+            accepted = self.task.better(dev, inc_dev, self.config.gate_margin)
+            verb = "beats" if accepted else "does not beat"
+            why = (
+                f"dev {dev:.4f} {verb} the incumbent gen {incumbent} ({inc_dev:.4f}) "
+                f"by more than {self.config.gate_margin}"
+            )
+        node = GenerationNode(
+            gen=gen,
+            parent_gen=decision.parent_gen,
+            lever=decision.lever,
+            scaffold_sha256=sha256_text(text),
+            rl_algorithm=decision.rl_algorithm,
+            adapter=self.adapter_for(gen),
+            dev_score=dev,
+            status="done",
+        )
+        new_incumbent = gen if accepted else incumbent
+        all_nodes = [*nodes.values(), node]
+        self.store.write_json(
+            "archive.json",
+            {
+                "incumbent": new_incumbent,
+                "nodes": [attrs.evolve(n, incumbent=n.gen == new_incumbent) for n in all_nodes],
+            },
+        )
+        decisions = {
+            n.gen: self.store.read_json(self.store.gen_dir(n.gen) / "decision.json")
+            for n in all_nodes
+        }
+        log = evolution_log(self.task, all_nodes, decisions, new_incumbent, gen, why)
+        self.store.write_text("context.md", log)
+        return None, {"node": node, "incumbent": new_incumbent, "accepted": accepted, "reason": why}

@@ -1,0 +1,12 @@
+"""The loaded task (:class:`Task`): its core state, per-item and program scoring, redaction and
+fingerprints put together, each from its own module."""
+
+from __future__ import annotations
+
+from sia_core.services.taskdir.fingerprint import Fingerprinting
+from sia_core.services.taskdir.item_scoring import PerItemScoring
+from sia_core.services.taskdir.program_scoring import ProgramScoring
+
+
+class Task(PerItemScoring, ProgramScoring, Fingerprinting):
+    """A loaded, valid task directory. Build it with :func:`load_task`."""
