@@ -29,6 +29,7 @@ from typing import Any
 
 from sia_core.contracts.records import TrainJob, TrainResult, from_dict, to_json
 from sia_core.machinery.fs import describe_exit, die_with_parent
+from sia_core.machinery.runstore import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,7 @@ class LocalExecutor:
         try:
             out.mkdir(parents=True, exist_ok=True)
             job_path = out / JOB_NAME
-            tmp = out / f".{JOB_NAME}.tmp"
-            tmp.write_text(to_json(job, indent=2), encoding="utf-8")
-            os.replace(tmp, job_path)
+            atomic_write_text(job_path, to_json(job, indent=2))
             (out / RESULT_NAME).unlink(missing_ok=True)  # only this attempt's result counts
             with open(log_path, "ab") as f:
                 since = f.tell()

@@ -94,6 +94,14 @@ class BackendConformance:
         assert usage.get("prompt_tokens", 0) >= 1
         assert math.isfinite(float(usage.get("completion_tokens", 0)))
 
+    def test_task_model_declares_its_abilities(self, backend: Any) -> None:
+        model = backend.task_model()
+        assert isinstance(model.name, str) and model.name
+        assert isinstance(model.trainable, bool) and isinstance(model.free, bool)
+        if model.trainable:  # what training starts from, and a way to serve what it made
+            assert isinstance(model.base_model, str) and model.base_model
+            assert type(model).with_adapter is not TaskModel.with_adapter
+
     def test_close_is_idempotent(self, backend: Any) -> None:
         backend.close()
         backend.close()
