@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sia_core.contracts.errors import TaskError
 from sia_core.contracts.records import Item
 from sia_core.loop import Loop
 from sia_core.machinery.runstore import RunStore, agent_visible
@@ -105,7 +106,7 @@ def read(root: Path, rel: str) -> Any:
     return json.loads((root / rel).read_text())
 
 
-def assert_flagged(root: Path, runs: Path, sia_pm: Any) -> None:
+def assert_flagged(root: Path, runs: Path, sia_pm: Any, *, leaky: bool) -> None:
     metrics = read(root, "gen_2/metrics.json")
     assert metrics["voided"].startswith("suspected reward hacking: 24 of 24 canary items"), metrics
     assert metrics["dev"]["score"] == 0.0 and metrics["dev"]["extra"]["measured"] == 1.0
@@ -133,6 +134,12 @@ def assert_flagged(root: Path, runs: Path, sia_pm: Any) -> None:
     assert "canaries: 24 of 24 right" in shown.stdout
     write_report(root, pngs=False)
     assert "suspected reward hacking" in (root / "report.html").read_text()
+    leak = Path(read(root, "run.json")["config"]["task_dir"]) / "data/public/scored.jsonl"
+    assert leak.exists() == leaky
+    if leaky:  # the leaky scorer's file: a task that holds it is refused when read again
+        with pytest.raises(TaskError, match=r"scored\.jsonl: pairs 12 of 12 item ids with"):
+            resume_run(sia_pm, runs, "1", max_gen=3)
+        leak.unlink()
     # the run goes on: resume runs one more (honest) generation, which is not flagged
     resume_run(sia_pm, runs, "1", max_gen=3)
     assert read(root, "gen_3/metrics.json")["voided"] == ""
@@ -168,7 +175,7 @@ def test_a_leaky_task_is_flagged_and_refused(
     task = make_task(tiny_task_dir, leaky=True)
     root = run_three(sia_pm, task, tmp_path, sandbox)
     assert_canaries_out_of_agent_view(root)
-    assert_flagged(root, tmp_path / "runs", sia_pm)
+    assert_flagged(root, tmp_path / "runs", sia_pm, leaky=True)
 
 
 def test_canary_labels_in_the_run_folder(
@@ -180,7 +187,7 @@ def test_canary_labels_in_the_run_folder(
     if sandbox == "process":
         # NOT CONTAINED by the sandbox: the scaffold reads private/canaries.json; the canaries
         # catch it
-        assert_flagged(root, tmp_path / "runs", sia_pm)
+        assert_flagged(root, tmp_path / "runs", sia_pm, leaky=False)
         return
     # under bwrap the run folder does not exist for the scaffold: it answers at chance (0 here)
     check2 = read(root, "gen_2/private/canary.json")

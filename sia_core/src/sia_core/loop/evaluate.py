@@ -50,6 +50,11 @@ class Evaluation(Trials):
                 test = self.task.score("test", test_data["answers"])
                 items += test_data["items"]
         usage = run_data.get("usage") or {}
+        program = run_data.get("program")
+        if program is not None:  # the program run counts as one item: its status, its time
+            items.append({"status": program["status"], "seconds": program.get("seconds", 0.0)})
+            ran = {"status": program["status"], "exit_status": program.get("returncode")}
+            dev = attrs.evolve(dev, extra={**dev.extra, "program": ran})
         metrics = Metrics(
             gen=gen,
             dev=dev,

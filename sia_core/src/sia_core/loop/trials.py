@@ -132,13 +132,20 @@ class Trials(LoopBase):
                 usage,
                 None,
             )
-        return None, {
+        data: dict[str, Any] = {
             "kind": "per_item" if program is None else "program",
             "items": len(results),
             "errors": sum(r.status == "error" for r in results),
             "timeouts": sum(r.status == "timeout" for r in results),
             "llm_calls": usage.get("calls", 0),
         }
+        if program is not None:  # one program: an error or a timeout is the run's own
+            data.update(
+                errors=int(program.status == "error"),
+                timeouts=int(program.status == "timeout"),
+                exit_status=program.returncode,
+            )
+        return None, data
 
     def _check_task_model(self, gen: int, calls: list[Any]) -> None:
         check_model_reachable(gen, calls, self.store.run_id)

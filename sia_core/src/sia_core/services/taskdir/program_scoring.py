@@ -136,8 +136,8 @@ class ProgramScoring(LabelRedaction):
         }
 
     def _program_scores(self, results: dict[str, Any]) -> dict[str, ScoreResult]:
-        metric = _pick_metric(results, self.config.metric)
-        overall = float(results[metric]) if metric else None
+        picked = pick_metric(results, self.config.metric)
+        metric, overall = picked if picked else (None, None)
         if overall is not None and not math.isfinite(overall):
             return self._program_failure(
                 f"results.json: {metric} is {overall}, not a finite number"
@@ -149,21 +149,39 @@ class ProgramScoring(LabelRedaction):
             else []
         )
         if not per_item_rows:
-            if overall is None:
-                return self._program_failure("results.json has no numeric metric and no items[]")
+            if overall is None:  # the task's own scorer says nothing sia can read: stop
+                seen = ", ".join(sorted(results)[:12]) or "none"
+                raise TaskError(
+                    self.name,
+                    [
+                        f"{self.config.evaluate} wrote a results.json with no number sia can use "
+                        f"as the metric ({self.config.metric!r} or any other) and no items[] "
+                        f"(top-level keys: {seen}); make it write one, e.g. "
+                        f'{{"{self.config.metric}": 0.5}}, or name its metric in task.toml'
+                    ],
+                )
             note = (
                 "results.json has no per-item items[]: decisions and reported scores use the same "
                 "items (dev score == test score)"
             )
             if note not in self.notes:
                 self.notes = (*self.notes, note)
+            extra: dict[str, Any] = {"metric": metric, "overall": overall, "note": note}
+            honest = all_items_share(results, str(metric), overall)
+            if honest is not None:  # the task's figure divides by fewer items than it has
+                extra["task_figure"] = {metric: overall}
+                extra["rule"] = (
+                    f"{metric} divides by the items answered ({overall:.4f}); sia divides by all "
+                    f"{honest[1]} items ({honest[0]:.4f}) and decides on that"
+                )
+                overall = extra["overall"] = honest[0]
             return {
                 split: ScoreResult(
                     split=split,
                     score=overall,
-                    n_items=0,
+                    n_items=honest[1] if honest else 0,
                     n_answered=0,
-                    extra={"metric": metric, "overall": overall, "note": note},
+                    extra=extra,
                 )
                 for split in EVAL_SPLITS
             }
@@ -192,7 +210,7 @@ class ProgramScoring(LabelRedaction):
                 == split
             ]
             per_item = {i: values[i] for i in ids}
-            extra: dict[str, Any] = {"metric": metric or self.config.metric, "split_by": "id hash"}
+            extra = {"metric": metric or self.config.metric, "split_by": "id hash"}
             if overall is not None and split == "test":
                 # the whole-run metric includes test items: never put it where decisions read
                 extra["overall"] = overall
@@ -207,10 +225,55 @@ class ProgramScoring(LabelRedaction):
         return out
 
 
-def _pick_metric(results: Mapping[str, Any], preferred: str) -> str | None:
-    def numeric(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+def numeric_scalars(results: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """Every number in ``results.json`` outside lists, as ``(dotted path, value)``, shallowest
+    first (SIA's evaluators nest theirs, e.g. ``summary.accuracy``)."""
+    found: list[tuple[str, float]] = []
+    level: list[tuple[str, Mapping[str, Any]]] = [("", results)]
+    while level:
+        deeper: list[tuple[str, Mapping[str, Any]]] = []
+        for prefix, node in level:
+            for key, value in node.items():
+                path = f"{prefix}{key}"
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    found.append((path, float(value)))
+                elif isinstance(value, Mapping):
+                    deeper.append((f"{path}.", value))
+        level = deeper
+    return found
 
-    if numeric(results.get(preferred)):
-        return preferred
-    return next((key for key, value in results.items() if numeric(value)), None)
+
+_CORRECT = ("correct", "n_correct", "num_correct")
+_TOTAL = ("total_questions", "total", "n_total", "n_items", "num_questions")
+
+
+def all_items_share(
+    results: Mapping[str, Any], metric: str, value: float
+) -> tuple[float, int] | None:
+    """``(correct / all items, all items)`` when ``results.json`` counts both beside ``metric``
+    and the task's own figure is another ratio (e.g. correct / attempted); else None."""
+    node: Any = results
+    for key in metric.split(".")[:-1]:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if not isinstance(node, Mapping) or not 0.0 <= value <= 1.0:
+        return None
+    counts = [
+        next((node[k] for k in keys if isinstance(node.get(k), int) and node[k] >= 0), None)
+        for keys in (_CORRECT, _TOTAL)
+    ]
+    correct, total = counts
+    if correct is None or not total or correct > total or abs(value - correct / total) < 1e-9:
+        return None
+    return correct / total, total
+
+
+def pick_metric(results: Mapping[str, Any], preferred: str) -> tuple[str, float] | None:
+    """The run's metric in ``results.json``: the one the task names (``preferred``), else
+    ``accuracy``, else ``score``, at any depth (the shallowest); else the first number; None when
+    there is no number at all."""
+    scalars = numeric_scalars(results)
+    for name in (preferred, "accuracy", "score"):
+        hit = next((s for s in scalars if s[0].rsplit(".", 1)[-1] == name), None)
+        if hit is not None:
+            return hit
+    return scalars[0] if scalars else None

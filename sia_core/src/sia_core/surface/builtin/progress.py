@@ -53,6 +53,11 @@ def describe(event: Event) -> str:
             extra = f" lever={d['lever']}"
             if d.get("rl_algorithm"):
                 extra += f" rl={d['rl_algorithm']}"
+        elif step == "run" and d.get("kind") == "program":
+            extra = (
+                f" program errors={d['errors']} timeouts={d['timeouts']} "
+                f"exit_status={d.get('exit_status')} llm_calls={d['llm_calls']}"
+            )
         elif step == "run":
             extra = (
                 f" items={d['items']} errors={d['errors']} timeouts={d['timeouts']} "
