@@ -77,6 +77,8 @@ def test_a_folder_runs_unchanged_and_a_failing_program_counts_as_an_error(
     metrics = json.loads((runs / "run_1/gen_1/metrics.json").read_text())
     assert metrics["n_errors"] == 1
     assert metrics["dev"]["extra"]["program"] == {"status": "error", "exit_status": 1}
+    shown = sia("show", "1", "1", "--runs-dir", str(runs))
+    assert "errors 1" in shown.stdout and "program: error, exit status 1" in shown.stdout
 
 
 def test_spaceship_is_refused_in_one_line(sia_tasks: Path, tmp_path: Path) -> None:
@@ -196,6 +198,19 @@ def test_a_figure_over_the_answered_items_is_shown_beside_sias_all_items_score(
     assert dev.score == pytest.approx(own * (total // 2) / total)
     assert dev.extra["task_figure"] == {"accuracy": own}
     assert "sia divides by all 198 items" in dev.extra["rule"]
+    # in a run: metrics.json decides on sia's figure, and `sia show` gives both
+    (tmp_path / "gen1.py").write_text(writer_scaffold(submission))
+    (tmp_path / "script.json").write_text(json.dumps({"meta": {"scaffold": "gen1.py"}}))
+    runs = tmp_path / "runs"
+    proc = sia(
+        *("--task_dir", str(folder), "--max_gen", "1", "--backend", "scripted"),
+        *("--backend-opt", f"script={tmp_path / 'script.json'}", "--runs-dir", str(runs)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    recorded = json.loads((runs / "run_1/gen_1/metrics.json").read_text())["dev"]
+    assert recorded["score"] == pytest.approx(dev.score)
+    shown = sia("show", "1", "1", "--runs-dir", str(runs)).stdout
+    assert f"task's own figure {{'accuracy': {own}}}: accuracy divides by the items" in shown
 
 
 def test_results_without_a_metric_stop_with_one_line(sia_tasks: Path, tmp_path: Path) -> None:

@@ -212,6 +212,13 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
             f"  dev {m['dev']['score']:.4f} over {m['dev']['n_items']} items; "
             f"errors {m['n_errors']}, timeouts {m['n_timeouts']}, llm calls {m['llm_calls']}"
         )
+        extra = m["dev"].get("extra") or {}
+        if extra.get("rule"):  # the task's own figure divides differently: both are shown
+            click.echo(f"  task's own figure {extra.get('task_figure')}: {extra['rule']}")
+        if (extra.get("program") or {}).get("status", "ok") != "ok":
+            click.echo(
+                f"  program: {extra['program']['status']}, exit status {extra['program']['exit_status']}"
+            )
         if m.get("voided"):
             click.echo(f"  VOIDED, refused by the gate: {m['voided']}")
     if "canary" in detail:
