@@ -57,10 +57,43 @@ def test_live_view_shows_step_progress_and_scores() -> None:
 
 def test_plain_lines_when_not_a_terminal() -> None:
     out = io.StringIO()
-    plain = PlainProgress(out)
+    plain = PlainProgress(out, every_s=3600)
     for e in events():
         plain.sia_on_event(e)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3  # item progress is not printed line by line
     assert lines[0].endswith("gen 1: running the scaffold ...")
     assert "incumbent=gen 1" in lines[-1]
+
+
+def test_plain_items_lines_with_an_eta_during_a_long_step() -> None:
+    out = io.StringIO()
+    plain = PlainProgress(out, every_s=0)
+    for e in events()[:3]:
+        plain.sia_on_event(e)
+    line = out.getvalue().splitlines()[-1]
+    assert "gen 1: dev 37/120 items, " in line and "s elapsed, ETA " in line
+
+
+def test_a_plain_log_shows_progress_during_the_sealed_test(tmp_path) -> None:
+    """A run's plain log says how far the final test has got (every item here; every 30 s by
+    default)."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_loop import write_script
+
+    args = ["--task", "tiny-add", "--max_gen", "1", "--backend", "scripted"]
+    args += ["--backend-opt", f"script={write_script(tmp_path)}", "--runs-dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sia_core.surface.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SIA_PROGRESS_EVERY_S": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stderr[proc.stderr.index("scoring the sealed test split ...") :]
+    test_lines = [ln for ln in log.splitlines() if "gen 1: test " in ln and " items, " in ln]
+    assert test_lines and test_lines[-1].split("gen 1: test ")[1].startswith("12/12 items")

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import fnmatch
 import os
+import select
 import shutil
 import stat
+import struct
+import termios
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -319,14 +324,22 @@ class OutputPump:
             self._out.flush()
 
     def _pump(self) -> None:
+        os.set_blocking(self._fd, False)
         while True:
             try:
-                chunk = os.read(self._fd, _CHUNK)
-            except OSError:
+                select.select([self._fd], [], [], 1.0)
+            except (OSError, ValueError):
                 break
-            if not chunk:
-                break
+            # read and count under the lock, so settle() never sees bytes read but not counted
             with self._lock:
+                try:
+                    chunk = os.read(self._fd, _CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
                 self.total += len(chunk)
                 self._recent += chunk
                 del self._recent[: max(0, len(self._recent) - _RECENT)]
@@ -353,6 +366,22 @@ class OutputPump:
         text = recent.decode("utf-8", "replace")
         lines = text.rstrip().splitlines()[-max_lines:]
         return "\n".join(lines)[-max_chars:]
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout``) until what is in the pipe now has been read and counted:
+        output a command wrote before answering is charged to that answer, not the next."""
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            with self._lock:
+                try:
+                    pending = struct.unpack(
+                        "i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4)
+                    )[0]
+                except OSError:  # closed: nothing left to count
+                    return
+            if pending == 0:
+                return
+            time.sleep(0.001)
 
     def wait_eof(self, timeout: float) -> bool:
         """Wait until every writer has closed the pipe; whether that happened in time."""

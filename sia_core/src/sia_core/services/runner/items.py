@@ -226,7 +226,7 @@ class _ItemRun:
         if status == "died" and worker.watch is not None and worker.watch.breach:
             limits_hit.append(worker.watch.breach)
         else:
-            worker.output.wait_eof(0.0)
+            worker.output.settle()  # what it printed before answering is this item's
         cut = worker.output.cut - cut_before
         if cut > 0:
             limits_hit.append(

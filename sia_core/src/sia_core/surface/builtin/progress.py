@@ -6,6 +6,7 @@ the current and best dev score, and the elapsed time. Both forms are ``sia_on_ev
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, TextIO
 
@@ -28,17 +29,36 @@ STEP_LABELS = {
 
 
 class PlainProgress:
-    """One line per step on stderr (for logs, CI and pipes)."""
+    """One line per step on stderr (for logs, CI and pipes), and during a long step a line of
+    items done, elapsed time and ETA at most every ``every_s`` seconds (``SIA_PROGRESS_EVERY_S``,
+    default 30)."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, every_s: float | None = None) -> None:
         self.console = Console(file=stream, stderr=stream is None, highlight=False, soft_wrap=True)
-        self.t0 = time.monotonic()
+        self.t0 = self.step_t0 = self.last = time.monotonic()
+        if every_s is None:
+            every_s = float(os.environ.get("SIA_PROGRESS_EVERY_S") or 30)
+        self.every_s = every_s
 
     @hookimpl
     def sia_on_event(self, event: Event) -> None:
+        now = time.monotonic()
+        if event.type == "step_started":
+            self.step_t0 = self.last = now
         line = describe(event)
+        if event.type == "item_finished" and now - self.last >= self.every_s:
+            self.last = now
+            line = items_line(event, now - self.step_t0)
         if line:
-            self.console.print(f"[{time.monotonic() - self.t0:7.1f}s] {line}", markup=False)
+            self.console.print(f"[{now - self.t0:7.1f}s] {line}", markup=False)
+
+
+def items_line(event: Event, elapsed: float) -> str:
+    """``gen 1: test 120/913 items, 95s elapsed, ETA 628s``."""
+    d = event.data
+    done, total = int(d["done"]), int(d["total"])
+    eta = f", ETA {elapsed / done * (total - done):.0f}s" if 0 < done < total else ""
+    return f"gen {event.gen}: {d['split']} {done}/{total} items, {elapsed:.0f}s elapsed{eta}"
 
 
 def describe(event: Event) -> str:

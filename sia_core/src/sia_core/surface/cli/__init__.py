@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("SIA_DEBUG") == "1"
     try:
         cli = make_cli()
-        cli.main(args=args, prog_name="sia", standalone_mode=False)
-        return 0
+        rc = cli.main(args=args, prog_name="sia", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # an Exit raised in a command gives its code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.Abort:

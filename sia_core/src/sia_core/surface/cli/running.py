@@ -14,13 +14,14 @@ from sia_core import hookimpl
 from sia_core.contracts.config import CAP_FIELDS, RunConfig
 from sia_core.contracts.errors import SiaError
 from sia_core.loop import Loop
+from sia_core.machinery.fs import pid_alive
 from sia_core.machinery.plugins import SiaPluginManager, resolve
 from sia_core.machinery.pricing import fmt_usd
-from sia_core.machinery.runstore import RunStore, next_run_id
+from sia_core.machinery.runstore import RunStore, list_runs, next_run_id
 from sia_core.services.taskdir import load_task
 from sia_core.surface.builtin.progress import make_progress
 from sia_core.surface.cli.display import print_summary
-from sia_core.surface.cli.options import given_settings
+from sia_core.surface.cli.options import DEFAULT_RUNS_DIR, given_settings
 from sia_core.surface.cli.tables import open_run
 
 # -- choosing backend, sandbox, task ----------------------------------------------------------
@@ -108,7 +109,7 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     config = RunConfig(
         **{**given, "task": name, "task_dir": str(task_dir), "backend": backend, "sandbox": sandbox}
     )
-    run_id = opts["run_id"] or next_run_id(runs_dir)
+    run_id = opts["run_id"] or _interrupted_twin(runs_dir, config) or next_run_id(runs_dir)
     root = RunStore.path_for(runs_dir, run_id)
     if root.exists() and (root / "run.json").exists():
         old = RunConfig.from_run_json(RunStore.open(runs_dir, run_id).read_json("run.json"))
@@ -125,6 +126,23 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     store = RunStore.open(runs_dir, run_id, create=True)
     _header(pm, config, store, backend_why, sandbox_why)
     _drive(pm, config, store, task)
+
+
+def _interrupted_twin(runs_dir: Path, config: RunConfig) -> str | None:
+    """The newest run in ``runs_dir``, if it was interrupted (Ctrl-C, or killed) with the same
+    settings: re-running the same command continues it."""
+    runs = [r for r in list_runs(runs_dir) if r.isdigit()]  # numbered by sia, not named
+    if not runs or not RunStore.path_for(runs_dir, runs[-1]).joinpath("run.json").is_file():
+        return None
+    info = RunStore.open(runs_dir, runs[-1]).read_json("run.json")
+    killed = info.get("status") == "running" and not pid_alive(info.get("pid"))
+    stopped = info.get("status") == "failed" and str(info.get("error")).startswith("Keyboard")
+    if not (killed or stopped) or RunConfig.from_run_json(info).identity() != config.identity():
+        return None
+    click.echo(
+        f"sia: run {runs[-1]} was interrupted; continuing it (--run_id for a new run)", err=True
+    )
+    return runs[-1]
 
 
 def resume_run(
@@ -172,6 +190,18 @@ def _drive(pm: SiaPluginManager, config: Any, store: RunStore, task: Any = None)
     pm.register_object(_CostLines(), "sia-cost-lines")
     try:
         rows = Loop(config, store, pm, task=task).run()
+    except KeyboardInterrupt:
+        where = (
+            ""
+            if store.root.parent == Path(DEFAULT_RUNS_DIR).resolve()
+            else (f" --runs-dir {store.root.parent}")
+        )
+        click.echo(
+            f"sia: interrupted; every finished step is kept. Continue with: "
+            f"sia resume {store.run_id}{where}  (or run the same command again)",
+            err=True,
+        )
+        raise click.exceptions.Exit(130) from None
     finally:
         if hasattr(observer, "close"):
             observer.close()
