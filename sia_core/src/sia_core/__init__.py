@@ -20,14 +20,17 @@ Plugins mark their hook implementations with :data:`hookimpl`::
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 import pluggy
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 __version__ = "0.1.0"
 
@@ -69,7 +72,7 @@ MOVED = {
 }
 
 
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _MovedModules:  # a meta path finder and its loader: find_spec, create_module, exec_module
     """Serves an old module path as the module at its new home (the same object)."""
 
     def __init__(self) -> None:
@@ -78,7 +81,11 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
+        return (
+            importlib.machinery.ModuleSpec(fullname, cast("Loader", self))
+            if fullname in MOVED
+            else None
+        )
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         warnings.warn(

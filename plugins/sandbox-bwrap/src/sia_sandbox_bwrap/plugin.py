@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from sia_core import hookimpl
 from sia_core.contracts.records import SandboxSpec
 
-from .sandbox import ISOLATION
+from . import ISOLATION
 
 
 @hookimpl

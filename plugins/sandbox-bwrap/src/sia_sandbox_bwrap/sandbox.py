@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 from sia_core.contracts.sandbox import Limits, rlimit_triples
 from sia_core.services.runner import HOST_PATH
 
+from . import ISOLATION
 from .gateway import HostRelay, gateway_addresses
 from .host_resources import OWNER_PREFIX, PidsCgroup, pids_cgroup_parent, sweep_stale
 from .mounts import Mounts, scratch_files
@@ -55,10 +56,6 @@ from .process import BwrapProcess, release_spawn
 
 __all__ = ["ISOLATION", "BwrapProcess", "BwrapSandbox", "Plan", "make_bwrap_sandbox"]
 
-ISOLATION = (
-    "bubblewrap namespaces: only the interpreter, public data (read-only) and its work dir"
-    " visible; no network but the gateway; no capabilities; rlimits + pids cgroup; tree killed"
-)
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 IN_BOX = "/run/sia"  # the supervisor and the gateway sockets, inside the sandbox
