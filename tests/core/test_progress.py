@@ -97,3 +97,11 @@ def test_a_plain_log_shows_progress_during_the_sealed_test(tmp_path) -> None:
     log = proc.stderr[proc.stderr.index("scoring the sealed test split ...") :]
     test_lines = [ln for ln in log.splitlines() if "gen 1: test " in ln and " items, " in ln]
     assert test_lines and test_lines[-1].split("gen 1: test ")[1].startswith("12/12 items")
+
+
+def test_the_train_line_says_a_failed_update_and_why() -> None:
+    from sia_core.surface.builtin.progress import describe
+
+    data = {"step": "train", "seconds": 2.0, "status": "failed", "error": "trained on 0 tokens"}
+    line = describe(Event(type="step_finished", run_id="1", gen=2, data=data))
+    assert line == "gen 2: train done in 2.0s status=failed: trained on 0 tokens"

@@ -30,7 +30,10 @@ class FakeExecutor:
         out.mkdir(parents=True)
         (out / "adapter_config.json").write_text(json.dumps({"algorithm": job.algorithm}))
         on_progress({"step": 1, "steps": 1, "reward_mean": 1.0})
-        return TrainResult(status="ok", adapter=str(out), metrics={"reward_after": 1.0})
+        metrics = {"reward_after": 1.0}
+        if "tokens" in job.settings:  # what a trainer reports when its rollouts made no call
+            metrics["tokens"] = job.settings["tokens"]
+        return TrainResult(status="ok", adapter=str(out), metrics=metrics)
 
 
 def fit(stats):
@@ -109,7 +112,45 @@ def test_a_failed_training_job_is_a_failed_step_not_a_dead_run(
     store, rows = run(sia_pm, tiny_task_dir, tmp_path, fail=True)
     result = json.loads((store.root / "gen_2/train_result.json").read_text())
     assert result["status"] == "failed" and "the GPU fell off" in result["error"]
-    assert [r.status for r in rows] == ["done", "done", "done"]
+    assert [r.status for r in rows] == ["done", "failed", "done"]
+    assert_refused(store.root, "the GPU fell off")
     assert rows[1].dev == 0.0  # still the base model
     calls = json.loads((store.root / "gen_2/agent_execution.json").read_text())["calls"]
     assert {c["adapter"] for c in calls} == {None}
+
+
+def assert_refused(root: Path, why: str) -> None:
+    """A failed weights step is said everywhere and never becomes the incumbent."""
+    gate = [
+        json.loads(line)["data"]
+        for line in (root / "events.jsonl").read_text().splitlines()
+        if '"gate"' in line and '"step_finished"' in line
+    ][1]
+    assert gate["accepted"] is False and gate["reason"].startswith("the weights update failed")
+    assert why in gate["reason"] and gate["node"]["status"] == "failed"
+    decision = json.loads((root / "gen_2/decision.json").read_text())
+    assert any("the weights update failed" in n and why in n for n in decision["notes"])
+    assert "the weights update failed" in (root / "gen_2/improvement.md").read_text()
+    assert json.loads((root / "archive.json").read_text())["incumbent"] == 1
+
+
+def test_a_weights_step_that_trained_on_nothing_is_refused_even_when_dev_rises(
+    sia_pm, register_plugin, tiny_task_dir, tmp_path
+):
+    """The executor says ok and serves an adapter (dev rises to 1.0 on it), but its rollouts
+    made no model call: nothing was learned, so the gate keeps the incumbent."""
+    register_plugin(TrainingPlugins(), "training")
+    store, rows = run(sia_pm, tiny_task_dir, tmp_path, tokens=0)
+    result = json.loads((store.root / "gen_2/train_result.json").read_text())
+    assert result["status"] == "failed" and "trained on 0 tokens" in result["error"]
+    assert [r.status for r in rows] == ["done", "failed", "done"]
+    assert_refused(store.root, "trained on 0 tokens")
+    assert rows[2].parent == 1  # the next generation is made from the incumbent
+
+
+def test_a_real_update_is_still_accepted(sia_pm, register_plugin, tiny_task_dir, tmp_path):
+    register_plugin(TrainingPlugins(), "training")
+    store, rows = run(sia_pm, tiny_task_dir, tmp_path, tokens=12)
+    assert [r.status for r in rows] == ["done", "done", "done"]
+    assert rows[1].dev == 1.0 and rows[1].incumbent  # gen 3 only ties it
+    assert json.loads((store.root / "archive.json").read_text())["incumbent"] == 2

@@ -24,8 +24,12 @@ class Gating(LoopBase):
         incumbent = self.state.incumbent
         nodes = {n.gen: n for n in self.state.nodes()}
         dev = metrics.dev.score
+        trained = self.state.steps.get((gen, "train")) or {"status": "ok"}
+        failed = trained.get("status") != "ok"
         if metrics.voided:
             accepted, why = False, f"voided: {metrics.voided}"
+        elif failed and incumbent is not None:
+            accepted, why = False, f"the weights update failed: {trained.get('error')}"
         elif incumbent is None:
             accepted, why = True, "the first generation is the first incumbent"
         else:
@@ -44,7 +48,7 @@ class Gating(LoopBase):
             rl_algorithm=decision.rl_algorithm,
             adapter=self.adapter_for(gen),
             dev_score=dev,
-            status="done",
+            status="failed" if failed else "done",
         )
         new_incumbent = gen if accepted else incumbent
         all_nodes = [*nodes.values(), node]

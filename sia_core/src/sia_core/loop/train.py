@@ -53,7 +53,20 @@ class Training(LoopBase):
                 status="failed",
                 error=f"the executor reported no adapter at {result.adapter}",
             )
+        if result.status == "ok" and result.metrics.get("tokens", 1) == 0:
+            result = attrs.evolve(
+                result,
+                status="failed",
+                error="it trained on 0 tokens: the scaffold made no task-model call on the "
+                "train items, so the weights lever cannot help it",
+            )
         self.store.write_json(gdir / "train_result.json", result)
+        if result.status != "ok":  # said where the user and the agents look, not only here
+            self._note(
+                gen,
+                f"the weights update failed ({result.error}); this generation "
+                "serves the parent's weights and the gate will not accept it",
+            )
         # the adapter this generation will serve (adapter_for(gen) only knows it once the step
         # is recorded as finished): the new one, or the parent's after a failed job
         served = parent_adapter
@@ -78,3 +91,14 @@ class Training(LoopBase):
                 return executor
             reasons.append(f"{name}: {why}")
         raise SiaError("no training executor is available: " + "; ".join(reasons))
+
+    def _note(self, gen: int, note: str) -> None:
+        """Add a note of sia's to the generation's ``decision.json`` and ``improvement.md``."""
+        gdir = self.store.gen_dir(gen)
+        decision = self.store.read_json(gdir / "decision.json")
+        decision["notes"] = [*decision.get("notes", []), note]
+        self.store.write_json(gdir / "decision.json", decision)
+        text = self.store.read_text(gdir / "improvement.md").rstrip() + "\n"
+        heading = "## Notes from sia"
+        text += ("" if heading in text else f"\n{heading}\n\n") + f"- {note}\n"
+        self.store.write_text(gdir / "improvement.md", text)

@@ -45,6 +45,8 @@ def summarize(store: RunStore) -> list[GenRow]:
             test = store.read_json(gdir / SEALED / "metrics_test.json")["score"]
         gated = gen in state.gates
         status = "done" if gated else ("stopped" if d["lever"] == "stop" else "incomplete")
+        if gated and (state.gates[gen].get("node") or {}).get("status") == "failed":
+            status = "failed"  # e.g. a weights update that failed or trained nothing
         cost = totals(e for e in entries if e.get("gen") == gen)
         rows.append(
             GenRow(

@@ -73,6 +73,10 @@ def describe(event: Event) -> str:
             extra = f" lever={d['lever']}"
             if d.get("rl_algorithm"):
                 extra += f" rl={d['rl_algorithm']}"
+        elif step == "train":
+            extra = f" status={d.get('status')}"
+            if d.get("status") != "ok":
+                extra += f": {d.get('error')}"
         elif step == "run" and d.get("kind") == "program":
             extra = (
                 f" program errors={d['errors']} timeouts={d['timeouts']} "
