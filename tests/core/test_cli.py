@@ -219,3 +219,23 @@ def test_auto_backend_prefers_a_configured_key(sia_pm, register_plugin, monkeypa
     monkeypatch.setenv("SIA_TEST_KEY", "k")
     assert choose_backend(sia_pm, "auto") == ("cloud", "SIA_TEST_KEY is set")
     assert choose_backend(sia_pm, "offline") == ("offline", "chosen with --backend")
+
+
+def test_doctor_says_what_runs_here_and_how_to_fix_the_rest() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sia_core.surface.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(line[:4] in ("ok  ", "--  ") for line in lines), lines
+    assert "ok  sandbox process: plain process with its own session and rlimits" in lines
+    assert any(line.startswith("ok  executor local:") for line in lines)
+    assert "--  backend claude: set ANTHROPIC_API_KEY to use it" in lines
+    # OpenHands lives in .venv312 (Python >= 3.12), never in this environment
+    (openhands,) = [line for line in lines if "OpenHands" in line]
+    assert openhands.startswith("--") and "scripts/setup-py312" in openhands

@@ -146,6 +146,13 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
 
         validate_task_cmd(pm_factory(), task)
 
+    @cli.command("doctor")
+    def doctor_cmd() -> None:
+        """What this environment can run (sandboxes, executors, model server, extras, keys)."""
+        from sia_core.surface.cli.doctor import doctor
+
+        doctor(pm_factory())
+
     from sia_core.surface.cli.newtask import new_task_command
 
     cli.add_command(new_task_command())
