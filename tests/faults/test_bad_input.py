@@ -122,8 +122,11 @@ def test_unknown_executor_lists_the_installed_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, err = sia([*ONE_GEN, "--executor", "nope", "--runs-dir", str(tmp_path)], capsys)
-    listed = last_line(err).split("choose one of: ")[1].split(", ")
+    listed = last_line(err).split("choose one of: ")[1].split(" (`sia doctor`")[0].split(", ")
     assert set(listed) == set(new_plugin_manager().executors().names())
+    assert last_line(err).endswith(
+        "(`sia doctor` says what this environment has and where the rest lives)"
+    )
 
 
 def test_run_id_in_use_by_another_process(

@@ -16,7 +16,10 @@ class UnknownNameError(SiaError):
 
     def __init__(self, kind: str, name: str, choices: list[str]) -> None:
         listed = ", ".join(sorted(choices)) or "(none installed)"
-        super().__init__(f"unknown {kind} {name!r}; choose one of: {listed}")
+        super().__init__(
+            f"unknown {kind} {name!r}; choose one of: {listed} (`sia doctor` says what this "
+            "environment has and where the rest lives)"
+        )
         self.kind, self.name, self.choices = kind, name, choices
 
 
