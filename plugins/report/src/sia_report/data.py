@@ -238,7 +238,6 @@ def read_run(run_dir: str | Path) -> RunInfo:
 
     started = next((e for e in events if e.get("type") in ("run_started", "run_resumed")), None)
     start_data = _dict(started.get("data")) if started else {}
-    finished_steps: dict[tuple[int, str], dict[str, Any]] = {}
     step_seconds: dict[int, dict[str, float]] = {}
     gen_start: dict[int, float] = {}
     gen_end: dict[int, float] = {}
@@ -257,7 +256,6 @@ def read_run(run_dir: str | Path) -> RunInfo:
             gen_start.setdefault(gen, as_num(e.get("ts")) or 0.0)
         if e.get("type") == "step_finished" and isinstance(gen, int):
             step = str(data.get("step"))
-            finished_steps[(gen, step)] = data
             secs = as_num(data.get("seconds")) or 0.0
             step_seconds.setdefault(gen, {})[step] = step_seconds.get(gen, {}).get(step, 0) + secs
             gen_end[gen] = as_num(e.get("ts")) or 0.0
@@ -275,7 +273,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         decision = _dict(r.json(rel / "decision.json"))
         metrics = _dict(r.json(rel / "metrics.json"))
         test = _dict(r.json(rel / "sealed" / "metrics_test.json"))
-        gate = finished_steps.get((gen, "gate"))
+        gate = state.steps.get((gen, "gate"))
         lever = decision.get("lever")
         if gate is not None:
             gstatus = "done"
@@ -292,11 +290,11 @@ def read_run(run_dir: str | Path) -> RunInfo:
                 ("score", "metrics.json"),
                 ("test", "sealed/metrics_test.json"),
             )
-            if (gen, step) in finished_steps and not (gdir / name).exists()
+            if (gen, step) in state.steps and not (gdir / name).exists()
         ]
         train = None
         if lever in ("weights", "both") or (gdir / "train_job.json").exists():
-            train = _train_info(r, gdir, gen, finished_steps.get((gen, "train")))
+            train = _train_info(r, gdir, gen, state.steps.get((gen, "train")))
         execution = _dict(r.json(rel / "agent_execution.json")) if metrics else {}
         calls = [c for c in execution.get("calls") or () if isinstance(c, dict)]
         failed = [c for c in calls if c.get("status") not in (None, "ok")]

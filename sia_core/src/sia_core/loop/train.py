@@ -12,6 +12,7 @@ from sia_core.contracts.records import Decision, TrainJob, TrainResult, from_dic
 from sia_core.contracts.training import DEFAULT_TRAIN_SETTINGS
 from sia_core.loop.base import LoopBase
 from sia_core.machinery.plugins import resolve
+from sia_core.services.agents.roles import with_notes
 
 
 class Training(LoopBase):
@@ -98,7 +99,5 @@ class Training(LoopBase):
         decision = self.store.read_json(gdir / "decision.json")
         decision["notes"] = [*decision.get("notes", []), note]
         self.store.write_json(gdir / "decision.json", decision)
-        text = self.store.read_text(gdir / "improvement.md").rstrip() + "\n"
-        heading = "## Notes from sia"
-        text += ("" if heading in text else f"\n{heading}\n\n") + f"- {note}\n"
+        text = with_notes(self.store.read_text(gdir / "improvement.md"), [note])
         self.store.write_text(gdir / "improvement.md", text)

@@ -5,7 +5,7 @@ decision, an error) yields an outcome that keeps the parent scaffold and says wh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sia_core.contracts.backend import AgentOutcome, FeedbackRequest, MetaRequest
@@ -170,9 +170,19 @@ def call_role(
         )
 
 
+NOTES_HEADING = "## Notes from sia"
+
+
 def improvement_md(outcome: AgentOutcome, decision: Decision) -> str:
     """``improvement.md``: the agent's account, then sia's notes on what it changed."""
-    text = outcome.improvement_md.rstrip() + "\n"
-    if decision.notes:
-        text += "\n## Notes from sia\n\n" + "".join(f"- {n}\n" for n in decision.notes)
+    return with_notes(outcome.improvement_md, decision.notes)
+
+
+def with_notes(text: str, notes: Sequence[str]) -> str:
+    """``text`` (an ``improvement.md``) with ``notes`` added under sia's heading."""
+    text = text.rstrip() + "\n"
+    if notes:
+        text += ("" if NOTES_HEADING in text else f"\n{NOTES_HEADING}\n\n") + "".join(
+            f"- {n}\n" for n in notes
+        )
     return text

@@ -149,23 +149,27 @@ def _line_of(data: bytes, item_id: str, value: str) -> int:
     return next((n for n, line in enumerate(lines, 1) if value and value in line), 1)
 
 
+def _inputs(labels: Records, public_all: list[Records]) -> set[str]:
+    """A private file's inputs: the fields some public file repeats for the same ids (the one
+    that repeats most). A file that repeats them all, labels included, is caught by the
+    whole-row check of :func:`_record_leaks`."""
+    carried: set[str] = set()
+    for other in public_all:
+        inputs = _carried(other, labels)
+        carried = inputs if len(inputs) > len(carried) else carried
+    return carried
+
+
 def _record_leaks(
-    rel: str,
     data: bytes,
     records: Records,
-    private: Mapping[str, Records],
-    public_all: list[Records],
+    private: Mapping[str, tuple[Records, set[str]]],
 ) -> str:
-    """Why the public file (``records``) leaks a private file's labels, or ``""``."""
-    for source, labels in private.items():
+    """Why the public file (``records``) leaks a private file's labels, or ``""``;
+    ``private``: each private file's records and inputs."""
+    for source, (labels, carried) in private.items():
         if not any(i in records for i in labels):
             continue
-        # the inputs: what some public file repeats for the same ids (a file that repeats them
-        # all, labels included, is caught by the whole-row check below)
-        carried: set[str] = set()
-        for other in public_all:
-            inputs = _carried(other, labels)
-            carried = inputs if len(inputs) > len(carried) else carried
         fields = sorted({f for row in labels.values() for f in row})
         names = sorted({g for row in records.values() for g in row})
         # each label against each public field (a leak may rename its column), and whole rows
@@ -227,6 +231,9 @@ def scan_public_for_labels(root: Path) -> list[Problem]:
     public_data = {p: p.read_bytes() for p in public_files}
     public_records = {p: read_records(p, d) for p, d in public_data.items()}
     all_public = [r for r in public_records.values() if r]
+    private_inputs = {
+        s: (labels, _inputs(labels, all_public)) for s, labels in private_records.items()
+    }
     for path in public_files:
         parts = path.relative_to(public).parts
         if "label" in path.name.lower():
@@ -242,9 +249,7 @@ def scan_public_for_labels(root: Path) -> list[Problem]:
         elif twin := private_digests.get(hashlib.sha256(public_data[path]).hexdigest()):
             message = f"is a copy of the private {twin}"
         elif records := public_records[path]:
-            message = _record_leaks(
-                rel(path), public_data[path], records, private_records, all_public
-            )
+            message = _record_leaks(public_data[path], records, private_inputs)
         else:
             message = _line_leak(public_data[path], private_lines)
         if message:

@@ -1,4 +1,5 @@
 """``sia doctor``: what this environment can run, one line each, with the fix for what it cannot.
+(Training libraries are not listed here: each executor's ``available()`` names what it lacks.)
 
 Nothing heavy is imported: libraries are looked up with :func:`importlib.util.find_spec`, and
 each sandbox and executor answers its own ``available()``.
@@ -22,7 +23,6 @@ LIBRARIES = (
         ("llama_cpp",),
         "scripts/setup, or: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install llama-cpp-python",
     ),
-    ("training (sia-train: torch, transformers, peft)", ("torch", "transformers", "peft"), ""),
     ("MLflow tracker", ("mlflow",), "pip install 'sia-trackers[mlflow]'"),
     ("W&B tracker", ("wandb",), "pip install 'sia-trackers[wandb]'"),
     ("report figures (matplotlib)", ("matplotlib",), "pip install matplotlib"),

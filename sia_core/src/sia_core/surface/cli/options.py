@@ -7,6 +7,7 @@ A click option per setting (its flags, help, bounds and choices come from the fi
 
 from __future__ import annotations
 
+import functools
 import json
 import typing
 from collections.abc import Callable, Mapping
@@ -43,9 +44,14 @@ def option_for(field: attrs.Attribute[Any], flag: Flag) -> Callable[[Any], Any]:
     return click.option(*flag.names, field.name, **kw)
 
 
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)  # evaluated once, not per option
+
+
 def _scalar(name: str) -> Any:
     """``int``, ``float`` or ``str`` for a field typed so (``X | None`` included)."""
-    hint = typing.get_type_hints(RunConfig)[name]
+    hint = _hints()[name]
     return next((t for t in (int, float, str) if t is hint or t in typing.get_args(hint)), None)
 
 
