@@ -51,6 +51,25 @@ def test_help_imports_nothing_heavy() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_help_imports_no_plugin_module_and_lists_plugin_commands() -> None:
+    """`sia --help` loads no plugin (not even its entry-point module), yet lists `report`."""
+    import importlib.metadata as md
+
+    tops = sorted({ep.value.split(":")[0].split(".")[0] for ep in md.entry_points(group="sia")})
+    assert "sia_report" in tops and "sia_backend_local" in tops  # the check has something to find
+    code = (
+        "import sys; from sia_core.surface.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in sys.modules if m.split('.')[0] in {tops!r}])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "  report " in out.stdout  # from sia-report's metadata, not from importing it
+    helped = sia("report", "--help", timeout=60)
+    assert helped.returncode == 0 and "--no-png" in helped.stdout, helped.stderr
+
+
 @pytest.mark.benchmark
 def test_help_wall_time_figure() -> None:
     """A benchmark figure, not a pass/fail speed check: prints `sia --help` wall time."""

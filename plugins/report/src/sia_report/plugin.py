@@ -1,7 +1,7 @@
-"""Registers ``sia report`` and the observer that rewrites ``report.html`` as a run goes.
+"""The observer that rewrites ``report.html`` as a run goes (``sia report`` is in :mod:`.cli`).
 
-Imports only sia_core, click and the standard library; matplotlib is imported by the command
-(for PNGs) and at the end of a run, never at ``sia --help``.
+Imports only sia_core and the standard library; the report modules are imported after a
+generation, never when the plugins load.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-import click
-
 from sia_core import hookimpl
-from sia_core.contracts.errors import SiaError
 from sia_core.contracts.records import Event
 
 log = logging.getLogger("sia.report")
@@ -24,35 +21,6 @@ REFRESH_ON = ("gen_finished", "run_stopped", "run_finished", "run_failed")
 ENV_SWITCH = "SIA_REPORT"
 
 _run_dirs: dict[str, str] = {}
-
-
-def _run_folder(runs_dir: str, run: str) -> Path:
-    """``run`` is a run id (under ``runs_dir``) or a run folder."""
-    path = Path(run)
-    if path.is_dir() and ((path / "run.json").exists() or (path / "events.jsonl").exists()):
-        return path.resolve()
-    folder = Path(runs_dir) / f"run_{run}"
-    if folder.is_dir():
-        return folder.resolve()
-    raise SiaError(f"no run {run!r} in {runs_dir} (give a run id from `sia runs` or a run folder)")
-
-
-@hookimpl
-def sia_register_commands(cli: click.Group) -> None:
-    @cli.command("report")
-    @click.argument("run")
-    @click.option("--runs-dir", "--runs_dir", "runs_dir", default="runs", show_default=True)
-    @click.option("--no-png", "no_png", is_flag=True, help="Write report.html only.")
-    def report_cmd(run: str, runs_dir: str, no_png: bool) -> None:
-        """Write RUN's report.html (self-contained, opens offline) and PNG figures."""
-        from .report import write_report
-
-        written = write_report(_run_folder(runs_dir, run), pngs=not no_png)
-        click.echo(str(written.html))
-        for p in written.pngs:
-            click.echo(str(p))
-        if written.png_error:
-            click.echo(f"sia: warning: {written.png_error}", err=True)
 
 
 @hookimpl

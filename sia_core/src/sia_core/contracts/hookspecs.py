@@ -125,6 +125,10 @@ def sia_on_event(event: Event) -> None:
 def sia_register_commands(cli: click.Group) -> None:
     """Add ``sia <command>`` subcommands. Import heavy modules inside the command body.
 
+    Called the first time ``sia`` meets a command name it does not know, so these commands are
+    not listed by ``sia --help``; prefer a ``sia.commands`` entry point naming a click command,
+    which ``sia --help`` lists without importing the plugin (docs/plugins.md).
+
     :param cli: the top-level click group; call ``cli.add_command(...)``.
     """
 

@@ -13,21 +13,24 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sia_core import __version__
 from sia_core.contracts.errors import SiaError
-from sia_core.machinery.plugins import SiaPluginManager, get_plugin_manager
+from sia_core.surface.cli.group import SiaGroup, command_entry_points
 from sia_core.surface.cli.options import DEFAULT_RUNS_DIR, cap_options, run_options
 
+if TYPE_CHECKING:
+    from sia_core.machinery.plugins import SiaPluginManager
 
-class SiaGroup(click.Group):
-    """Lists commands in the order they were added."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+def get_plugin_manager() -> SiaPluginManager:
+    """The process's plugin manager (imported here, not at the top: ``sia --help`` loads none)."""
+    from sia_core.machinery.plugins import get_plugin_manager as get
+
+    return get()
 
 
 def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) -> click.Group:
@@ -156,10 +159,10 @@ def make_cli(pm_factory: Callable[[], SiaPluginManager] = get_plugin_manager) ->
     from sia_core.surface.cli.newtask import new_task_command
 
     cli.add_command(new_task_command())
-    try:
-        pm_factory().hook.sia_register_commands(cli=cli)
-    except Exception as exc:  # a plugin's command must not take the CLI down
-        click.echo(f"sia: warning: a plugin failed to register commands: {exc}", err=True)
+    # plugin commands: entry points are listed without importing them; the hook runs on demand
+    assert isinstance(cli, SiaGroup)
+    cli.lazy = command_entry_points()
+    cli.register_from_plugins = lambda group: pm_factory().hook.sia_register_commands(cli=group)
     return cli
 
 
