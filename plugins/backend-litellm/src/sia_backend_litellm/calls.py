@@ -1,0 +1,177 @@
+"""One litellm call made to fit the model: the output cap, retries and the cut-off line.
+
+- **Output cap.** An agent asks for up to ``max_output_tokens`` (16,000) per call. That is cut to
+  what the model can give: litellm's ``max_output_tokens`` for a known model, else the context
+  an OpenAI-compatible server reports on ``/models`` (vLLM's ``max_model_len``, llama.cpp's
+  ``meta.n_ctx_train``, ``context_length``) or llama.cpp's ``/props`` (``n_ctx``), less the
+  prompt; and, once a call has been timed, to what the measured speed produces within
+  ``timeout_s``. A slow local server then gets short calls that finish, not one that runs
+  into the timeout.
+- **Retries.** Rate limits, dropped connections and 5xx answers are retried with backoff
+  (``num_retries``); a call that ran into ``timeout_s`` is not: repeating it would cost the full
+  timeout again. It fails at once with one line saying so.
+- **Cut off.** A reply that stops at the cap is logged as one line naming the cap, why it is that
+  size and the setting that raises it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("sia.backend.litellm")
+
+#: part of ``timeout_s`` an output may fill at the measured speed (the rest: prompt, latency)
+TIME_SHARE = 0.8
+#: the least output cap derived from a model's context or speed
+MIN_CAP = 256
+#: seconds between retries of a retryable error: 1, 2, 4, ... (at most 30)
+BACKOFF_S = 1.0
+
+
+def _json_get(url: str, timeout: float) -> Any:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read(1_000_000))
+
+
+def server_context(api_base: str, timeout: float = 5.0) -> int | None:
+    """The context length an OpenAI-compatible server at ``api_base`` reports, if it does."""
+    base = api_base.rstrip("/")
+    try:
+        models = _json_get(base + "/models", timeout)
+        for entry in models.get("data") or []:
+            meta = entry.get("meta") or {}
+            for value in (
+                entry.get("max_model_len"),
+                entry.get("context_length"),
+                meta.get("n_ctx"),
+            ):
+                if isinstance(value, int) and value > 0:
+                    return value
+            if isinstance(meta.get("n_ctx_train"), int) and meta["n_ctx_train"] > 0:
+                return int(meta["n_ctx_train"])
+    except Exception:
+        pass
+    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    try:
+        props = _json_get(root + "/props", timeout)
+        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+    except Exception:
+        return None
+
+
+class CallFitter:
+    """Fits one model's calls: its output cap (context and measured speed) and retries."""
+
+    def __init__(
+        self,
+        litellm: Callable[[], Any],
+        model: str,
+        *,
+        api_base: str | None,
+        timeout_s: float,
+        num_retries: int,
+    ) -> None:
+        self._litellm = litellm
+        self.model = model
+        self.api_base = api_base
+        self.timeout_s = timeout_s
+        self.num_retries = num_retries
+        self._limits: tuple[int | None, int | None] | None = None  # (max output, context)
+        #: output tokens per second of the slowest recent timed call
+        self.speed: float | None = None
+        self.last_cap: int | None = None
+        self.last_reason = ""
+
+    def model_limits(self) -> tuple[int | None, int | None]:
+        """(max output tokens, context tokens) from litellm's table or the server, looked up once."""
+        if self._limits is None:
+            out: int | None = None
+            ctx: int | None = None
+            try:
+                info = self._litellm().get_model_info(self.model)
+                out = info.get("max_output_tokens") or None
+                ctx = info.get("max_input_tokens") or info.get("max_tokens") or None
+            except Exception:  # not in litellm's table: e.g. a model on a local server
+                pass
+            if ctx is None and self.api_base:
+                ctx = server_context(self.api_base)
+            self._limits = (out, ctx)
+        return self._limits
+
+    def cap(self, wanted: int, prompt_chars: int) -> int:
+        """The output cap for a call whose prompt has ``prompt_chars`` characters."""
+        cap, reason = wanted, "max_output_tokens"
+        out, ctx = self.model_limits()
+        if out is not None and out < cap:
+            cap, reason = out, f"the model's max_output_tokens ({out})"
+        if ctx is not None:
+            room = max(ctx - prompt_chars // 3 - 16, MIN_CAP)  # ~3 characters a token, at worst
+            if room < cap:
+                cap, reason = room, f"the model's {ctx}-token context less the prompt"
+        if self.speed is not None:
+            timed = max(int(self.speed * self.timeout_s * TIME_SHARE), MIN_CAP)
+            if timed < cap:
+                cap = timed
+                reason = f"{self.speed:.1f} tokens/s measured, within timeout_s={self.timeout_s:g}"
+        self.last_cap, self.last_reason = cap, reason
+        return cap
+
+    def observe(self, output_tokens: int, seconds: float) -> None:
+        """Record a finished call's speed (calls with few tokens say little about it)."""
+        if output_tokens >= 32 and seconds > 0:
+            speed = output_tokens / seconds
+            self.speed = speed if self.speed is None else min(speed, (self.speed + speed) / 2)
+
+    def complete(self, **kwargs: Any) -> Any:
+        """``litellm.completion`` with our retries: none after a timeout."""
+        litellm = self._litellm()
+        kwargs.update(num_retries=0, timeout=self.timeout_s)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = litellm.completion(**kwargs)
+            except litellm.Timeout as exc:
+                raise CallTimeout(
+                    f"{self.model} did not answer within timeout_s={self.timeout_s:g} s "
+                    "(not retried: a retry would wait as long again); raise it with "
+                    "--backend-opt timeout_s=SECONDS or lower max_output_tokens"
+                ) from exc
+            except (
+                litellm.RateLimitError,
+                litellm.APIConnectionError,
+                litellm.ServiceUnavailableError,
+                litellm.InternalServerError,
+            ):
+                if attempt >= self.num_retries:
+                    raise
+                time.sleep(min(BACKOFF_S * 2**attempt, 30.0))
+                attempt += 1
+                continue
+            usage = getattr(response, "usage", None)
+            self.observe(
+                int(getattr(usage, "completion_tokens", 0) or 0), time.monotonic() - started
+            )
+            return response
+
+    def note_cut(self, finish_reason: str) -> None:
+        """One line when a reply stopped at the cap."""
+        if finish_reason == "length" and self.last_cap is not None:
+            log.warning(
+                "sia: litellm: a reply of %s was cut at %d output tokens (cap from %s); "
+                "raise it with --backend-opt max_output_tokens=N or timeout_s=SECONDS",
+                self.model,
+                self.last_cap,
+                self.last_reason,
+            )
+
+
+class CallTimeout(Exception):
+    """A call that ran into ``timeout_s`` (never retried)."""
