@@ -94,13 +94,16 @@ def cpu_count() -> int:
 
 
 def default_threads() -> tuple[int, int]:
-    """``(n_threads, n_threads_batch)`` for llama.cpp: half the CPUs (at least 1) for both.
+    """``(n_threads, n_threads_batch)`` for llama.cpp: half the CPUs (at least 1) to generate,
+    all of them to read the prompt.
 
-    llama.cpp's worker threads busy-wait for each other, so they collapse when anything else
-    (the gateway, sandboxed scaffolds, other jobs) needs a core. Measured on 2 cores with one
-    busy process beside the server: 1 thread kept 126 tok/s; 2 threads fell to 3-13 tok/s and
-    prefill took 4-5x longer. Idle, 2 threads only halve prefill time (1.6 s vs 3.0 s for 580
-    tokens) and generate no faster.
+    Generating is one token at a time: its worker threads busy-wait for each other, so they
+    collapse when anything else (the gateway, sandboxed scaffolds, other jobs) needs a core;
+    measured on 2 cores with one busy process beside the server, 1 thread kept 126 tok/s where
+    2 fell to 3-13 tok/s. Reading the prompt is one large matrix product per layer and uses
+    every core: on 2 cores a 722-token prompt took 5.8 s with 1 thread and 3.4 s with 2, and
+    still 3.3 s with 2 while another process kept a core busy (benchmarks/bench_llama_threads.py).
+    On the main job the prompt is nearly all the work (~330 prompt tokens, ~9 generated per call).
     """
-    n = max(1, cpu_count() // 2)
-    return n, n
+    n = cpu_count()
+    return max(1, n // 2), n
