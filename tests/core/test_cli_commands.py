@@ -40,14 +40,22 @@ HELLO = (
 
 
 def test_entry_point_command_is_listed_without_import_and_runs(tmp_path: Path) -> None:
-    install_fake_dist(tmp_path, '[sia.commands]\nhello = sia_hello:hello\n', HELLO)
+    install_fake_dist(tmp_path, "[sia.commands]\nhello = sia_hello:hello\n", HELLO)
     helped = sia(tmp_path, "--help")
     assert helped.returncode == 0, helped.stderr
-    assert "hello" in helped.stdout and "  hello          Greets the user." in helped.stdout
+    assert "  hello          Say hello." in helped.stdout  # the docstring, read from the source
     assert helped.stdout.strip().endswith("NOT-LOADED")
     ran = sia(tmp_path, "hello", "--name", "ada")
     assert ran.returncode == 0, ran.stderr
     assert "hello ada" in ran.stdout and ran.stdout.strip().endswith("LOADED")
+
+
+def test_help_line_falls_back_to_the_distribution_summary(tmp_path: Path) -> None:
+    module = "import click\nhello = click.Command('hello', callback=lambda: None)\n"
+    install_fake_dist(tmp_path, "[sia.commands]\nhello = sia_hello:hello\n", module)
+    helped = sia(tmp_path, "--help")
+    assert "  hello          Greets the user." in helped.stdout
+    assert helped.stdout.strip().endswith("NOT-LOADED")
 
 
 @pytest.mark.parametrize(
@@ -61,7 +69,7 @@ def test_entry_point_command_is_listed_without_import_and_runs(tmp_path: Path) -
     ],
 )
 def test_broken_entry_point_command_is_one_line(tmp_path: Path, module: str, wanted: str) -> None:
-    install_fake_dist(tmp_path, '[sia.commands]\nhello = sia_hello:hello\n', module)
+    install_fake_dist(tmp_path, "[sia.commands]\nhello = sia_hello:hello\n", module)
     assert sia(tmp_path, "--help").returncode == 0  # the listing never imports it
     ran = sia(tmp_path, "hello")
     assert ran.returncode == 1
@@ -75,7 +83,7 @@ def test_hook_command_is_found_on_first_use(tmp_path: Path) -> None:
         "def sia_register_commands(cli):\n    cli.add_command(click.Command('hi', "
         "callback=lambda: click.echo('hi from a hook')))\n"
     )
-    install_fake_dist(tmp_path, '[sia]\nhello = sia_hello\n', hook)
+    install_fake_dist(tmp_path, "[sia]\nhello = sia_hello\n", hook)
     ran = sia(tmp_path, "hi")
     assert ran.returncode == 0, ran.stderr
     assert "hi from a hook" in ran.stdout

@@ -26,8 +26,16 @@ from .sections.training import training_section
 CSS = resources.files("sia_report").joinpath("report.css").read_text(encoding="utf-8")
 
 
-def render(run: RunInfo, *, generated: float | None = None, pngs: Iterable[str] = ()) -> str:
-    """The whole page as one string."""
+def render(
+    run: RunInfo,
+    *,
+    generated: float | None = None,
+    pngs: Iterable[str] = (),
+    refresh_s: int | None = None,
+    index_href: str | None = None,
+) -> str:
+    """The whole page as one string; ``refresh_s`` makes it reload itself (``sia web``), and
+    ``index_href`` adds a link back to the list of runs."""
     generated = time.time() if generated is None else generated
     cfg = run.config
     meta = [
@@ -54,15 +62,22 @@ def render(run: RunInfo, *, generated: float | None = None, pngs: Iterable[str] 
     if pngs:
         png = "<p class='small'>PNG figures next to this page: " + escape(", ".join(pngs)) + "</p>"
     title = f"sia run {run.run_id} — {run.task or '?'}"
+    live = f'<meta http-equiv="refresh" content="{int(refresh_s)}">\n' if refresh_s else ""
+    back = (
+        f"<p class='small'><a href='{escape(index_href)}'>&larr; every run</a></p>"
+        if index_href
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+{live}
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="sia-report">
 <title>{escape(title)}</title><style>
 {CSS}</style></head>
 <body data-run="{escape(run.run_id)}" data-status="{escape(run.status)}" data-generations="{len(run.gens)}">
-<h1>{escape(title)}</h1>
+{back}<h1>{escape(title)}</h1>
 <p class="meta">{"".join(f"<span>{m}</span>" for m in meta)}</p>
 <p class="small">{escape(run.run_dir)} · report generated {fmt_utc(generated)}. Sealed test scores are
 for this report only; no decision of the loop read them.</p>

@@ -11,7 +11,10 @@ A plugin adds a command in one of two ways:
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata as md
+from importlib.machinery import PathFinder
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +34,36 @@ def command_entry_points() -> dict[str, md.EntryPoint]:
     return found
 
 
+def source_docstring(value: str) -> str:
+    """The docstring of the function an entry point ``module:function`` names, read from its
+    source file without importing anything ("" when it cannot be found that way)."""
+    module, _, attr = value.partition(":")
+    parts = module.split(".")
+    try:
+        spec = PathFinder.find_spec(parts[0])
+        for i in range(1, len(parts)):
+            locations = list(spec.submodule_search_locations or []) if spec else []
+            spec = PathFinder.find_spec(".".join(parts[: i + 1]), locations)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return ""
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return ""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attr:
+            return ast.get_docstring(node) or ""
+    return ""
+
+
 def short_help(ep: md.EntryPoint, limit: int) -> str:
-    """The first sentence of the entry point's distribution summary, cut to ``limit``."""
-    dist = ep.dist
-    summary = (dist.metadata["Summary"] or "").strip() if dist is not None else ""
-    text = summary.split(". ")[0] if summary else f"(from {dist.name if dist else ep.value})"
+    """The first sentence of the command's docstring (read from source, not imported), else of
+    its distribution's summary, cut to ``limit``."""
+    text = source_docstring(ep.value).split("\n\n")[0].replace("\n", " ").strip()
+    if not text:
+        dist = ep.dist
+        text = (dist.metadata["Summary"] or "").strip() if dist is not None else ""
+        text = text or f"(from {dist.name if dist else ep.value})"
+    text = text.split(". ")[0]
     return text if len(text) <= limit else text[: max(limit - 3, 1)].rstrip() + "..."
 
 
