@@ -47,6 +47,8 @@ def test_ctrl_c_prints_the_resume_command_and_the_same_command_continues(tmp_pat
     runs = tmp_path / "runs"
     assert f"Continue with: sia resume 1 --runs-dir {runs.resolve()}" in text, text
     assert "Traceback" not in text
+    assert "run interrupted (Ctrl-C): every finished step is kept" in text
+    assert "run failed" not in text
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ)
     assert again.returncode == 0, again.stderr
     assert "sia: run 1 was interrupted; continuing it" in again.stderr

@@ -99,6 +99,8 @@ def describe(event: Event) -> str:
             f"run {verb}: task {d['task']}, task model {d.get('task_model')} ({trainable}), "
             f"backend {d['backend']}, sandbox {d['sandbox']}"
         )
+    if event.type == "run_failed" and str(d.get("error", "")).startswith("KeyboardInterrupt"):
+        return "run interrupted (Ctrl-C): every finished step is kept"
     if event.type in ("run_stopped", "run_failed"):
         return f"{event.type.replace('_', ' ')}: {d.get('reason') or d.get('error')}"
     return ""
