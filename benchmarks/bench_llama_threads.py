@@ -63,7 +63,9 @@ def main() -> None:
     settings = sorted({(1, 1), (max(1, n // 2), n), (n, n)})
     rows = []
     for gen_threads, batch_threads in settings:
-        server = LlamaServer(smollm2_gguf(), n_ctx=4096, n_threads=gen_threads, n_threads_batch=batch_threads)
+        server = LlamaServer(
+            smollm2_gguf(), n_ctx=4096, n_threads=gen_threads, n_threads_batch=batch_threads
+        )
         server.start()
         try:
             idle = median_call_seconds(server, args.calls)
@@ -79,7 +81,9 @@ def main() -> None:
         rows.append((gen_threads, batch_threads, idle, loaded))
     base = rows[0][2]
     print(f"{n} CPUs; ~720-token prompts, 10 tokens out, median of {args.calls} calls\n")
-    print("| n_threads | n_threads_batch | idle s/call | beside a busy process s/call | idle vs 1 thread |")
+    print(
+        "| n_threads | n_threads_batch | idle s/call | beside a busy process s/call | idle vs 1 thread |"
+    )
     print("|---|---|---|---|---|")
     for g, b, idle, loaded in rows:
         print(f"| {g} | {b} | {idle:.2f} | {loaded:.2f} | {base / idle:.2f}x |")

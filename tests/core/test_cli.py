@@ -101,6 +101,10 @@ def test_tasks_and_plugins_json() -> None:
         (["--max_gen", "0", "--task", "tiny-add"], "0 is not in the range x>=1"),
         (["--lever", "sideways", "--task", "tiny-add"], "'sideways' is not one of"),
         (["show", "99"], "no run '99'"),
+        (
+            ["--task", "tiny-add", "--train-opt", "stepz=2"],
+            "unknown --train-opt key(s): stepz (did you mean steps?); known: ",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -110,6 +114,18 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], expected: 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sia: error:") and expected in lines[0], lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_declared_train_opts_are_accepted(tmp_path: Path) -> None:
+    """Keys of the worker (micro_batch_tokens), an objective (kl_target) and the core (steps)."""
+    script = write_script(tmp_path)
+    proc = sia(
+        *("--task", "tiny-add", "--max_gen", "1", "--backend", "scripted"),
+        *("--backend-opt", f"script={script}", "--runs-dir", str(tmp_path / "runs")),
+        *("--train-opt", "steps=2", "--train-opt", "micro_batch_tokens=512"),
+        *("--train-opt", "kl_target=0.5", "--train-opt", "modal_gpu=A10G"),
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -445,6 +445,44 @@ def test_gguf_conversion_is_cached_and_matches_llama_cpp(model_cache: Any) -> No
 # --------------------------------------------------------------------------------------------
 
 
+ESCAPING = """
+import os
+
+
+def solve(item, ctx):
+    # a hostile scaffold under training: it tries to leave files on the host
+    for target in {targets!r}:
+        try:
+            with open(target, "w") as f:
+                f.write("escaped")
+        except OSError:
+            pass
+    return ctx.llm([{{"role": "user", "content": item["input"]}}], max_tokens=8)
+"""
+
+
+def test_training_rollouts_in_bwrap_leave_nothing_on_the_host(
+    model_cache: Any, shaped_task: Path, tmp_path: Path
+) -> None:
+    """A --sandbox bwrap run trains its scaffold in bwrap: writes outside the work dir vanish."""
+    ok, why = BwrapSandbox().available()
+    assert ok, f"bwrap must work here for this test (scripts/setup installs it): {why}"
+    marker = f"sia-escape-{os.getpid()}-{tmp_path.name}"
+    targets = [str(tmp_path / "escaped.txt"), f"/tmp/{marker}", str(Path.home() / marker)]
+    scaffold = tmp_path / "escaping_agent.py"
+    scaffold.write_text(ESCAPING.format(targets=targets))
+    job = make_job(
+        shaped_task, tmp_path / "adapter", "grpo", scaffold=scaffold, sandbox="bwrap",
+        group_size=2, micro_batch_tokens=128,
+    )  # fmt: skip
+    events: list[dict[str, Any]] = []
+    result = LocalExecutor().run(job, events.append)
+    assert result.status == "ok", result.error
+    assert result.metrics["rollout_sandbox"] == "bwrap"
+    assert result.metrics.get("tokens", 1) != 0  # the rollouts ran (and called the model)
+    assert [t for t in targets if Path(t).exists()] == []
+
+
 def test_grpo_two_steps_train_a_peft_adapter(
     model_cache: Any, shaped_task: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ def sia_rl_algorithms() -> Iterator[AlgorithmSpec]:
         fit="sia_rl_example.plugin:fit",
         trainer="sia_rl_example.objective:make_objective",
         description="REINFORCE with a group-mean baseline plus a KL penalty to the base model",
+        settings=("kl_coef",),  # the --train-opt keys the objective reads
     )
 
 

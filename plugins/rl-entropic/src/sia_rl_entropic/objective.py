@@ -122,6 +122,8 @@ class EntropicObjective(ClippedPolicyObjective):
 
     name: ClassVar[str] = "entropic"
     needs_value_head: ClassVar[bool] = False
+    #: β is fitted to a KL target over the group: fewer than 3 returns give no usable spread
+    min_group_size: ClassVar[int] = 3
 
     kl_target: float = attrs.field(default=KL_TARGET, converter=float, validator=check_positive)
     beta_max: float = attrs.field(default=BETA_MAX, converter=float, validator=check_positive)

@@ -15,4 +15,14 @@ def sia_rl_algorithms() -> Iterator[AlgorithmSpec]:
         fit="sia_rl_entropic.fit:fit",
         trainer="sia_rl_entropic.objective:make_objective",
         description="entropic advantage weighting, adaptive β with KL(q_β‖U) = ln 2 (TTT-Discover)",
+        settings=(
+            "clip_eps",
+            "kl_coef",
+            "loss_agg",
+            "kl_target",
+            "beta_max",
+            "bisect_iters",
+            "beta",
+            "max_advantage",
+        ),
     )

@@ -15,4 +15,5 @@ def sia_rl_algorithms() -> Iterator[AlgorithmSpec]:
         fit="sia_rl_grpo.fit:fit",
         trainer="sia_rl_grpo.objective:make_objective",
         description="GRPO: group-normalised advantages, clipped ratio, k3 KL; no value head",
+        settings=("clip_eps", "kl_coef", "loss_agg", "eps", "scale_rewards"),
     )

@@ -15,4 +15,14 @@ def sia_rl_algorithms() -> Iterator[AlgorithmSpec]:
         fit="sia_rl_ppo.fit:fit",
         trainer="sia_rl_ppo.objective:make_objective",
         description="PPO: value head, per-token GAE(γ, λ), clipped surrogate and value loss, k3 KL",
+        settings=(
+            "clip_eps",
+            "kl_coef",
+            "loss_agg",
+            "gamma",
+            "lam",
+            "vf_coef",
+            "vf_clip",
+            "whiten_advantages",
+        ),
     )

@@ -80,8 +80,12 @@ class Group:
 class Objective(Protocol):
     """What the training worker calls; one implementation per RL objective plugin."""
 
+    #: the objective's name (its AlgorithmSpec's)
     name: str
+    #: the trainer builds a value head and passes ``values``/``returns`` to :meth:`loss`
     needs_value_head: bool
+    # Optional: ``min_group_size`` (int, default 1): the fewest rollouts per group the objective
+    # can use; the trainer refuses a smaller ``group_size`` in one line before any rollout.
 
     def advantages(self, groups: Sequence[Group]) -> list[list[float]]:
         """One scalar advantage per rollout, per group (same nesting as ``groups``)."""
@@ -313,6 +317,7 @@ class ClippedPolicyObjective:
 
     name: ClassVar[str] = ""
     needs_value_head: ClassVar[bool] = False
+    min_group_size: ClassVar[int] = 1
 
     clip_eps: float | None = attrs.field(default=0.2, converter=optional_float, validator=_clip_eps)
     kl_coef: float = attrs.field(default=0.04, converter=float, validator=check_non_negative)

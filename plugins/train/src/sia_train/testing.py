@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import attrs
 import pytest
 
 from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, RewardStats
@@ -45,7 +46,17 @@ class ObjectiveConformance:
         assert isinstance(objective, Objective)
         assert objective.name == algorithm_spec.name
         assert isinstance(objective.needs_value_head, bool)
+        assert isinstance(getattr(objective, "min_group_size", 1), int)
         assert resolve(algorithm_spec.trainer)(None).name == algorithm_spec.name
+
+    def test_declared_settings_are_the_objectives(
+        self, algorithm_spec: AlgorithmSpec, objective: Any
+    ) -> None:
+        """``AlgorithmSpec.settings`` lists what the objective reads (so a typo is refused)."""
+        assert algorithm_spec.settings, "declare the --train-opt keys the objective reads"
+        if attrs.has(type(objective)):
+            fields = {f.name for f in attrs.fields(type(objective)) if f.init}
+            assert set(algorithm_spec.settings) == fields
 
     def test_fit_names_the_objective_and_scores_in_unit_range(
         self, algorithm_spec: AlgorithmSpec

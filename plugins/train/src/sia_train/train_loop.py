@@ -40,29 +40,9 @@ from .checkpoint import (
 )
 from .objective import Objective
 from .rollouts import PolicyTaskModel, RolloutCollector, rollout_sandbox, worker_logs_tail
+from .settings import WORKER_DEFAULTS
 from .train_log import Progress, append_line, print_progress, run_metrics, step_event, step_line
 from .update import policy_update
-
-#: worker settings beyond sia_core.contracts.training.DEFAULT_TRAIN_SETTINGS (job.settings overrides both)
-WORKER_DEFAULTS: dict[str, Any] = {
-    "lora_dropout": 0.0,
-    "lora_target_modules": "all-linear",
-    "max_grad_norm": 1.0,
-    "weight_decay": 0.0,
-    "adam_betas": [0.9, 0.95],  # TTT-Discover's Adam betas
-    "checkpoint_every": 5,  # steps; 0: only the final save
-    "rollout_parallel": 16,  # scaffold workers per step (capped by group_size * items_per_step)
-    "rollout_timeout_s": 600.0,  # one rollout (scaffold solve) at most
-    # prompt + completion tokens per forward/backward: on lawbench (8 calls of ~300 tokens) 4096
-    # peaked at 7.9 GB RSS, 1024 at 3.4 GB, in the same time
-    "micro_batch_tokens": 1024,
-    "batch_wait_s": 0.25,  # how long the policy waits for more calls to batch
-    "device": "auto",
-    "dtype": "float32",
-    # None: all CPUs but one. On 2 shared cores, 2 OpenMP threads made a 4 x 16-token generate
-    # take 24-48 s while another process was busy, 1 thread 1.5 s (spinning threads starve)
-    "torch_threads": None,
-}
 
 
 class StepFailed(SiaError):
@@ -130,8 +110,12 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
         }
     )
     objective = resolve(job.trainer)(job.settings)
-    if objective.name == "entropic" and group_size < 3:
-        raise SiaError(f"entropic needs groups of at least 3 rollouts, got group_size={group_size}")
+    least = int(getattr(objective, "min_group_size", 1))  # optional in the Objective protocol
+    if group_size < least:
+        raise SiaError(
+            f"{objective.name} needs groups of at least {least} rollouts, got "
+            f"group_size={group_size}; set --train-opt group_size={least} or more"
+        )
     task = load_task(job.task_dir)
     examples = task.train_examples()
     if not examples:

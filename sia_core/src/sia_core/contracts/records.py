@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -62,27 +63,36 @@ class SandboxSpec:
     auto_priority: int = 0  # the highest-priority *available* sandbox is the default
 
 
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(str(n) for n in names)
+
+
 @attrs.frozen(kw_only=True)
 class AlgorithmSpec:
     """An RL objective for weight updates.
 
     ``fit`` is an import string to ``fit(stats: RewardStats) -> AlgorithmFit``; ``trainer`` an
-    import string the training worker calls in a fresh process.
+    import string the training worker calls in a fresh process. ``settings`` names the
+    ``--train-opt`` keys the objective reads (a mapping under its ``name`` is accepted too).
     """
 
     name: str
     fit: str
     trainer: str
     description: str = ""
+    settings: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen(kw_only=True)
 class ExecutorSpec:
-    """Where training jobs run. ``factory`` returns an executor object."""
+    """Where training jobs run. ``factory`` returns an executor object. ``settings`` names the
+    ``--train-opt`` keys its worker reads beyond ``DEFAULT_TRAIN_SETTINGS``; when every
+    executor declares them, an unknown ``--train-opt`` key is refused before the run starts."""
 
     name: str
     factory: str
     description: str = ""
+    settings: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen(kw_only=True)

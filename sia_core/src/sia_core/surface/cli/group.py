@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+from collections.abc import Callable
 from importlib.machinery import PathFinder
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import click

@@ -3,6 +3,7 @@ or resume a run, and drive the loop with progress lines and the summary table at
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import click
 from sia_core import hookimpl
 from sia_core.contracts.config import CAP_FIELDS, RunConfig
 from sia_core.contracts.errors import SiaError
+from sia_core.contracts.training import DEFAULT_TRAIN_SETTINGS
 from sia_core.loop import Loop
 from sia_core.machinery.fs import pid_alive
 from sia_core.machinery.plugins import SiaPluginManager, resolve
@@ -90,6 +92,37 @@ def choose_sandbox(pm: SiaPluginManager, requested: str) -> tuple[str, str]:
     raise SiaError("no sandbox is available: " + "; ".join(skipped))
 
 
+def check_train_settings(pm: SiaPluginManager, settings: dict[str, Any], executor: str) -> None:
+    """Refuse an unknown ``--train-opt`` key in one line, with the known ones.
+
+    Known: ``DEFAULT_TRAIN_SETTINGS``, what the executors and the RL objectives declare, and an
+    objective's name (a mapping of its settings). When an executor or an objective declares
+    nothing, the keys cannot be known and nothing is refused.
+    """
+    if not settings:
+        return
+    executors = pm.executors()
+    specs = (
+        [executors.get(executor)]
+        if executor != "auto"
+        else [executors.get(n) for n in executors.names()]
+    )
+    algorithms = [pm.rl_algorithms().get(n) for n in pm.rl_algorithms().names()]
+    declared = [s.settings for s in specs] + [a.settings for a in algorithms]
+    if not specs or not all(declared):
+        return
+    known = set(DEFAULT_TRAIN_SETTINGS) | {a.name for a in algorithms}
+    for names in declared:
+        known |= set(names)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        near = [m for k in unknown for m in difflib.get_close_matches(k, known, n=1)]
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise SiaError(
+            f"unknown --train-opt key(s): {', '.join(unknown)}{hint}; known: {', '.join(sorted(known))}"
+        )
+
+
 # -- running ----------------------------------------------------------------------------------
 
 
@@ -106,6 +139,7 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
         pm.rl_algorithms().get(given["rl_algorithm"])
     if given["executor"] != "auto":
         pm.executors().get(given["executor"])  # an unknown name lists the installed ones
+    check_train_settings(pm, given.get("train_settings") or {}, given["executor"])
     config = RunConfig(
         **{**given, "task": name, "task_dir": str(task_dir), "backend": backend, "sandbox": sandbox}
     )
