@@ -101,11 +101,11 @@ class RunConfig:
         help="Where scaffold code runs (see `sia plugins`).",
     )
     seed: int = setting(0, names=("--seed",), cli_default=0, help="Random seed of the run.")
-    gate_margin: float = setting(
-        0.0,
+    gate_margin: float | None = setting(
+        None,
         names=("--gate-margin",),
-        cli_default=0.0,
-        help="Dev-score margin a generation needs to replace the incumbent.",
+        help="Dev-score margin a generation needs to replace the incumbent (default: its paired "
+        "per-item gain must beat a noise bar, 1.645 x SE).",
     )
     parallel: int | None = setting(
         None,

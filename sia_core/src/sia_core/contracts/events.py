@@ -58,7 +58,8 @@ class GenStarted(Payload):
 class StepFinished(Payload):
     """A step of a generation ended: ``propose``, ``train``, ``run``, ``score``, ``gate`` or
     ``test``, with its wall seconds and figures (the gate's: ``node``, ``accepted``,
-    ``incumbent``, ``reason``, e.g. "voided: suspected reward hacking: ..."; a spending step's:
+    ``incumbent``, ``reason``, e.g. "voided: suspected reward hacking: ...", and ``rule``: the
+    noise bar's figures; a spending step's:
     ``cost``)."""
 
     TYPE = "step_finished"

@@ -1,5 +1,5 @@
-"""The gate step: the generation becomes the incumbent if it beats the incumbent's dev score by
-the margin; the archive and ``context.md`` are rewritten."""
+"""The gate step: the generation becomes the incumbent if it beats the incumbent's dev score
+beyond noise (:mod:`sia_core.services.gate_rule`); the archive and ``context.md`` are rewritten."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sia_core.contracts.records import Decision, GenerationNode, Metrics, from_d
 from sia_core.loop.base import LoopBase
 from sia_core.loop.propose import sha256_text
 from sia_core.services.agents.context import evolution_log
+from sia_core.services.gate_rule import judge
 
 
 class Gating(LoopBase):
@@ -25,6 +26,7 @@ class Gating(LoopBase):
         nodes = {n.gen: n for n in self.state.nodes()}
         dev = metrics.dev.score
         trained = self.state.steps.get((gen, "train")) or {"status": "ok"}
+        rule: dict[str, Any] = {}
         failed = trained.get("status") != "ok"
         if metrics.voided:
             accepted, why = False, f"voided: {metrics.voided}"
@@ -33,13 +35,16 @@ class Gating(LoopBase):
         elif incumbent is None:
             accepted, why = True, "the first generation is the first incumbent"
         else:
-            inc_dev = nodes[incumbent].dev_score or 0.0
-            accepted = self.task.better(dev, inc_dev, self.config.gate_margin)
-            verb = "beats" if accepted else "does not beat"
-            why = (
-                f"dev {dev:.4f} {verb} the incumbent gen {incumbent} ({inc_dev:.4f}) "
-                f"by more than {self.config.gate_margin}"
+            inc_metrics = self.store.read_json(self.store.gen_dir(incumbent) / "metrics.json")
+            verdict = judge(
+                metrics.dev,
+                from_dict(Metrics, inc_metrics).dev,
+                incumbent,
+                maximize=self.task.config.direction != "minimize",
+                margin=self.config.gate_margin,
             )
+            accepted, why = verdict.accepted, verdict.reason
+            rule = attrs.asdict(verdict, filter=lambda a, _: a.name not in ("accepted", "reason"))
         node = GenerationNode(
             gen=gen,
             parent_gen=decision.parent_gen,
@@ -65,4 +70,5 @@ class Gating(LoopBase):
         }
         log = evolution_log(self.task, all_nodes, decisions, new_incumbent, gen, why)
         self.store.write_text("context.md", log)
-        return None, {"node": node, "incumbent": new_incumbent, "accepted": accepted, "reason": why}
+        out = {"node": node, "incumbent": new_incumbent, "accepted": accepted, "reason": why}
+        return None, {**out, **({"rule": rule} if rule else {})}
