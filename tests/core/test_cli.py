@@ -169,10 +169,15 @@ def test_run_show_runs_and_same_command_resumes(tmp_path: Path) -> None:
     assert "backend scripted: chosen with --backend" in first.stderr
     assert "sandbox bwrap" in first.stderr or "sandbox process" in first.stderr
     assert "run 7" in first.stdout  # the summary table
+    # why the weights lever was not pulled, under the table
+    assert "weights lever: not pulled: the Feedback-Agent chose harness in 1 decision(s)" in (
+        first.stdout
+    )
     # progress lines (not a terminal: plain lines on stderr)
     assert "run started: task tiny-add, task model scripted-echo" in first.stderr
     assert "gen 2: score done in" in first.stderr and "dev=1.0000" in first.stderr
     shown = json.loads(sia("show", "7", "--json", "--runs-dir", str(runs)).stdout)
+    assert shown["weights_lever"].startswith("weights lever: not pulled: the Feedback-Agent")
     assert shown["status"] == "finished" and shown["best_gen"] == 2 and shown["best_dev"] == 1.0
     assert [g["lever"] for g in shown["gens"]] == ["harness", "harness"]
     assert all(g["test"] is not None for g in shown["gens"])

@@ -96,3 +96,33 @@ def test_the_loop_keeps_a_one_item_gain_out_and_takes_a_real_one(
     assert gates[1]["rule"]["paired_gain"] == pytest.approx(1 / 12)
     assert gates[1]["rule"]["noise_bar"] > 1 / 12 and "within the noise bar" in gates[1]["reason"]
     assert gates[2]["rule"]["paired_gain"] == pytest.approx(1.0) and gates[2]["incumbent"] == 3
+
+
+def test_the_weights_lever_line_says_when_and_why(tmp_path: Path) -> None:
+    from sia_core.machinery.runstore import RunStore
+    from sia_core.services.summary import weights_lever_line
+
+    store = RunStore.open(tmp_path, "1", create=True)
+    decisions = {
+        1: {"lever": "harness", "source": "meta", "rationale": "reference"},
+        2: {"lever": "harness", "source": "feedback", "rationale": "search", "notes": []},
+        3: {
+            "lever": "harness",
+            "source": "feedback",
+            "rationale": "search",
+            "notes": ["weights would be next, but the task model cannot be trained"],
+        },
+    }
+    for gen, d in decisions.items():
+        store.write_json(store.gen_dir(gen) / "decision.json", d)
+    line = weights_lever_line(store)
+    assert line == (
+        "weights lever: not pulled: weights would be next, but the task model cannot be trained"
+    )
+    store.write_json(
+        store.gen_dir(4) / "decision.json",
+        {"lever": "weights", "source": "feedback", "rationale": "stalled for 2 generations"},
+    )
+    assert weights_lever_line(store) == (
+        "weights lever: pulled in gen 4; first because: stalled for 2 generations"
+    )

@@ -65,3 +65,32 @@ def summarize(store: RunStore) -> list[GenRow]:
             )
         )
     return rows
+
+
+def weights_lever_line(store: RunStore) -> str:
+    """Why the weights lever was or was not pulled in a run, from its decisions (one line)."""
+    decisions = [
+        (gen, store.read_json(gdir / "decision.json"))
+        for gen, gdir in store.gen_dirs()
+        if (gdir / "decision.json").exists()
+    ]
+    pulled = [(g, d) for g, d in decisions if d.get("lever") in ("weights", "both")]
+    if pulled:
+        gens = ", ".join(str(g) for g, _ in pulled)
+        return f"weights lever: pulled in gen {gens}; first because: {pulled[0][1].get('rationale', '?')}"
+    config = (
+        (store.read_json("run.json") or {}).get("config", {}) if store.exists("run.json") else {}
+    )
+    if config.get("lever") == "harness":
+        return "weights lever: not pulled: --lever harness"
+    blockers = [n for _, d in decisions for n in d.get("notes", []) if "weights would be next" in n]
+    if blockers:
+        return f"weights lever: not pulled: {blockers[-1]}"
+    fed = [(g, d) for g, d in decisions if d.get("source") == "feedback"]
+    if not fed:
+        return "weights lever: not pulled: no Feedback-Agent decision was made"
+    g, last = fed[-1]
+    return (
+        f"weights lever: not pulled: the Feedback-Agent chose {last.get('lever')} in "
+        f"{len(fed)} decision(s); gen {g}'s reason: {last.get('rationale', '?')}"
+    )

@@ -20,6 +20,7 @@ from sia_core.machinery.fs import pid_alive
 from sia_core.machinery.plugins import SiaPluginManager, resolve
 from sia_core.machinery.pricing import fmt_usd
 from sia_core.machinery.runstore import RunStore, list_runs, next_run_id
+from sia_core.services.summary import weights_lever_line
 from sia_core.services.taskdir import load_task
 from sia_core.surface.builtin.progress import make_progress
 from sia_core.surface.cli.display import print_summary
@@ -242,6 +243,7 @@ def _drive(pm: SiaPluginManager, config: Any, store: RunStore, task: Any = None)
         pm.unregister_object("sia-progress")
         pm.unregister_object("sia-cost-lines")
     print_summary(store.run_id, rows)
+    click.echo(weights_lever_line(store))
 
 
 class _CostLines:

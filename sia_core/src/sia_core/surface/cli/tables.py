@@ -18,7 +18,7 @@ from sia_core.machinery.ledger import read_entries, step_seconds, totals
 from sia_core.machinery.plugins import Registry, SiaPluginManager
 from sia_core.machinery.pricing import fmt_usd
 from sia_core.machinery.runstore import CANARY_RESULT, SEALED, RunStore, list_runs
-from sia_core.services.summary import GenRow, summarize
+from sia_core.services.summary import GenRow, summarize, weights_lever_line
 from sia_core.services.taskdir import validate_task
 from sia_core.surface.cli.display import (
     echo_json,
@@ -117,6 +117,7 @@ def run_overview(runs_dir: Path, run_id: str) -> dict[str, Any]:
         "best_dev": best.dev if best else None,
         **_cost_columns(store, step_seconds(store)),
         "stopped_by_cap": info.get("stopped_by_cap"),
+        "weights_lever": weights_lever_line(store),
         "gens": [to_dict(attrs.asdict(r)) for r in rows],
     }
 
@@ -180,6 +181,7 @@ def show_run(runs_dir: Path, run_id: str, gen: int | None, as_json: bool) -> Non
             f"{fmt_seconds(ov['wall_seconds'])}"
         )
         print_summary(run_id, [GenRow(**g) for g in ov["gens"]])
+        click.echo(ov["weights_lever"])
         return
     store = open_run(runs_dir, run_id)
     gdir = store.gen_dir(gen)
