@@ -59,7 +59,7 @@ def closed(path: Path) -> bool:
         return False
 
 
-def wait_closed(run_dir: Path, folders: int, timeout: float = 60.0) -> None:
+def wait_closed(run_dir: Path, folders: int, timeout: float = 600.0) -> None:
     """``run.finish()`` can return before wandb's service has written the whole file (in a
     process that goes on, nothing tears the service down): wait for ``folders`` complete ones."""
     deadline = time.monotonic() + timeout
