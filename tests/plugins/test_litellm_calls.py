@@ -59,7 +59,7 @@ def test_a_server_that_reports_no_context_keeps_the_asked_cap() -> None:
 
 
 def test_a_timeout_is_not_retried_and_says_so_in_one_line() -> None:
-    with OpenAIStub(fault=lambda body: "hang", hang_s=30) as stub:
+    with OpenAIStub(fault=lambda body: "hang", hang_s=600) as stub:
         a = adapter(stub.url, timeout_s=1.0, num_retries=3)
         started = time.monotonic()
         with pytest.raises(CallTimeout) as err:
@@ -68,7 +68,7 @@ def test_a_timeout_is_not_retried_and_says_so_in_one_line() -> None:
         assert len(stub.requests) == 1  # litellm's own retries would have sent 4
     assert "did not answer within timeout_s=1 s" in str(err.value)
     assert "\n" not in str(err.value)
-    assert waited < 25  # not 4 x the timeout; and far below the stub's 30 s hang
+    assert waited < 300  # the client gave up: the stub hangs for 600 s
 
 
 def test_server_errors_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:

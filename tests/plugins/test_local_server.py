@@ -323,17 +323,17 @@ def test_missing_model_file_fails_at_once(tmp_path: Path) -> None:
     t0 = time.monotonic()
     with pytest.raises(SiaError, match="model file not found"):
         LlamaServer(tmp_path / "nope.gguf").start()
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 30  # before any server start (its timeout is 120 s)
 
 
 def test_unloadable_model_fails_quickly_quoting_the_server_log(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a GGUF file\n" * 64)
-    server = LlamaServer(bad, startup_timeout_s=60, log_path=tmp_path / "server.log")
+    server = LlamaServer(bad, startup_timeout_s=900, log_path=tmp_path / "server.log")
     t0 = time.monotonic()
     with pytest.raises(SiaError, match=r"exited with code \d+ while starting") as info:
         server.start()
-    assert time.monotonic() - t0 < 20
+    assert time.monotonic() - t0 < 300  # the exit is seen, not the 900 s startup timeout
     assert "Failed to load model" in str(info.value)
     assert (server.pid, server.running) == (None, False)
 

@@ -240,7 +240,7 @@ def test_setup_is_fast() -> None:
     ctx = types.SimpleNamespace(params={}, train=train, log=lambda *args: None)
     start = time.monotonic()
     module.setup(ctx)
-    assert time.monotonic() - start < 10.0
+    assert time.monotonic() - start < 120.0  # a hang guard (about 1 s idle)
 
 
 def _run(task: Task, items: list[Item], tmp: Path, **params: Any) -> list[ItemResult]:
