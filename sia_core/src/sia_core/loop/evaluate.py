@@ -45,6 +45,8 @@ class Evaluation(Trials):
             dev, test = scores["dev"], scores.get("test")
         else:
             dev = self.task.score("dev", run_data["answers"])
+            steps = self.task.step_reward_summary("dev", run_data["items"])
+            dev = attrs.evolve(dev, extra={**dev.extra, "step_rewards": steps}) if steps else dev
             if test_path.exists():
                 test_data = self.store.read_json(test_path)
                 test = self.task.score("test", test_data["answers"])

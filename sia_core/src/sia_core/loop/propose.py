@@ -174,7 +174,12 @@ class Proposing(LoopBase):
         assert parent_gen is not None
         pdir = self.store.gen_dir(parent_gen)
         metrics = from_dict(Metrics, self.store.read_json(pdir / "metrics.json"))
-        stats = reward_stats(metrics.dev.per_item)
+        steps = metrics.dev.extra.get("step_rewards") or {}
+        stats = reward_stats(
+            metrics.dev.per_item,
+            steps_total=int(steps.get("steps", 0)),
+            steps_with_reward=int(steps.get("rewarded", 0)),
+        )
         requested = self.config.rl_algorithm
         if requested == "auto" and decision.rl_algorithm and decision.rl_algorithm in algorithms:
             requested = decision.rl_algorithm  # the Feedback-Agent named one

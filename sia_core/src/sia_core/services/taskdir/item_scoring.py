@@ -4,7 +4,7 @@ score (e.g. an RL reward) and canary hits (:class:`PerItemScoring`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sia_core.contracts.errors import TaskError
@@ -94,6 +94,73 @@ class PerItemScoring(TaskCore):
             per_item=per_item,
             extra=extra,
         )
+
+
+class StepRewards(PerItemScoring):
+    """The task's optional step scorer: rewards for the steps of a trajectory."""
+
+    @property
+    def scores_steps(self) -> bool:
+        """Whether the task's scorer module defines ``score_steps``."""
+        return self._score_steps is not None
+
+    def step_rewards(
+        self, split: str, item_id: str, answer: Any, trajectory: Sequence[Any]
+    ) -> list[float | None]:
+        """One reward (or ``None``: no reward) per trajectory step, from the task's
+        ``score_steps(answer, label, item, trajectory)``. The trajectory is the scaffold's
+        (untrusted); the rewards are the verifier's. Entries past the trajectory are dropped,
+        missing ones are ``None``, a non-finite or non-numeric one is ``None``."""
+        if self._score_steps is None:
+            return []
+        self._check_split(split)
+        item = self._index.get(split, {}).get(item_id)
+        if item is None:
+            raise TaskError(self.name, [f"no item {item_id!r} in split {split!r}"])
+        steps = list(trajectory) if isinstance(trajectory, Sequence) else []
+        raw = self._score_steps(answer, self._labels[split][item_id], item, steps)
+        out: list[float | None] = []
+        for i in range(len(steps)):
+            value = raw[i] if isinstance(raw, Sequence) and i < len(raw) else None
+            try:
+                number = float(value) if value is not None else None
+            except (TypeError, ValueError):
+                number = None
+            out.append(number if number is not None and math.isfinite(number) else None)
+        return out
+
+    def step_reward_summary(self, split: str, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """How many trajectory steps of a split's item results carry a verifier reward:
+        ``{"steps", "rewarded", "density", "mean"}`` (plus ``errors`` and the first one), for
+        :class:`~sia_core.contracts.records.RewardStats`; ``{}`` when the task scores no steps."""
+        if self._score_steps is None:
+            return {}
+        steps = rewarded = 0
+        total = 0.0
+        errors: list[str] = []
+        for result in items:
+            trajectory = result.get("trajectory")
+            trajectory = trajectory if isinstance(trajectory, list) else []
+            try:
+                rewards = self.step_rewards(
+                    split, str(result.get("item_id")), result.get("answer"), trajectory
+                )
+            except Exception as exc:  # one bad item must not end the run
+                errors.append(f"{result.get('item_id')}: {type(exc).__name__}: {exc}")
+                continue
+            steps += len(rewards)
+            given = [r for r in rewards if r is not None]
+            rewarded += len(given)
+            total += math.fsum(given)
+        out: dict[str, Any] = {
+            "steps": steps,
+            "rewarded": rewarded,
+            "density": rewarded / steps if steps else 0.0,
+            "mean": total / rewarded if rewarded else 0.0,
+        }
+        if errors:
+            out.update(errors=len(errors), first_error=errors[0])
+        return out
 
 
 def _unanswered(answer: Any) -> bool:

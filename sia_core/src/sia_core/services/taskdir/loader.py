@@ -69,4 +69,5 @@ def load_task(path: str | Path) -> Task:
         labels=loader.labels,
         score_item=loader.score_item,
         aggregate=loader.aggregate,
+        score_steps=loader.score_steps,
     )

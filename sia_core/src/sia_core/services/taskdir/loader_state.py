@@ -26,6 +26,7 @@ class LoaderState:
         self.labels: dict[str, dict[str, Any]] = {}
         self.score_item: Callable[[Any, Any, Item], float] | None = None
         self.aggregate: Callable[..., Mapping[str, Any]] | None = None
+        self.score_steps: Callable[..., Any] | None = None
         self.config: TaskConfig | None = None
         self.task_md = ""
         self.sample_descriptions = ""

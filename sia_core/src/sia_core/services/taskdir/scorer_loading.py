@@ -58,6 +58,11 @@ class ScorerLoading(LoaderState):
             self.problem(file, f"defines no function {func}(answer, label, item) -> float")
             return
         self.score_item = score_item
+        steps = getattr(module, "score_steps", None)
+        if steps is not None and not callable(steps):
+            self.problem(file, "score_steps is not a function")
+        else:
+            self.score_steps = steps
         aggregate = getattr(module, "aggregate", None)
         if aggregate is not None and not callable(aggregate):
             self.problem(file, "aggregate is not a function")

@@ -4,9 +4,9 @@ fingerprints put together, each from its own module."""
 from __future__ import annotations
 
 from sia_core.services.taskdir.fingerprint import Fingerprinting
-from sia_core.services.taskdir.item_scoring import PerItemScoring
+from sia_core.services.taskdir.item_scoring import StepRewards
 from sia_core.services.taskdir.program_scoring import ProgramScoring
 
 
-class Task(PerItemScoring, ProgramScoring, Fingerprinting):
+class Task(StepRewards, ProgramScoring, Fingerprinting):
     """A loaded, valid task directory. Build it with :func:`load_task`."""

@@ -40,6 +40,7 @@ class TaskCore:
         labels: Mapping[str, dict[str, Any]],
         score_item: Callable[[Any, Any, Item], float] | None,
         aggregate: Callable[..., Mapping[str, Any]] | None,
+        score_steps: Callable[..., Any] | None = None,
     ) -> None:
         self.root = root
         self.config = config
@@ -61,6 +62,7 @@ class TaskCore:
         self._labels = {split: dict(split_labels) for split, split_labels in labels.items()}
         self._score_item = score_item
         self._aggregate = aggregate
+        self._score_steps = score_steps
         self._secrets: frozenset[str] | None = None  # built on first use by secret_values()
 
     def __repr__(self) -> str:
