@@ -145,3 +145,25 @@ def test_step_rewards_are_the_verifiers_and_survive_a_bad_scorer(tmp_path: Path)
     assert (
         load_task(task_with_scorer(tmp_path / "plain", None)).step_reward_summary("dev", []) == {}
     )
+
+
+def test_training_gives_each_model_call_the_verifiers_step_rewards(tmp_path: Path) -> None:
+    """The trainer's view (sia_train.rewards): a step's reward goes to the call that led to it."""
+    from sia_core.services.taskdir import load_task
+    from sia_train.rewards import train_step_rewards
+
+    stepped = (
+        "def score_item(answer, label, item):\n    return 1.0\n\n"
+        "def score_steps(answer, label, item, trajectory):\n"
+        "    return [{'note': 0.25, 'llm_call': 1.0, 'answer': 2.0}[s['kind']] for s in trajectory]\n"
+    )
+    task = load_task(task_with_scorer(tmp_path, stepped))
+    rewards = train_step_rewards(task)
+    assert rewards is not None
+    example = task.train_examples()[0]
+    kinds = ["note", "llm_call", "note", "llm_call", "answer"]
+    trajectory = [{"kind": k} for k in kinds]
+    # call 1 gets its own 1.0 and the note before any call (0.25) and after it (0.25)
+    assert rewards(example, 3, trajectory) == (1.5, 3.0)
+    assert rewards(example, 3, [{"kind": "answer"}]) == ()  # no model call: nothing to credit
+    assert train_step_rewards(load_task(task_with_scorer(tmp_path / "p", None))) is None

@@ -1,10 +1,11 @@
-"""The reward of a rollout: the task's per-item scorer on the answer and the train label."""
+"""The reward of a rollout: the task's per-item scorer on the answer and the train label, and,
+where the task's scorer defines ``score_steps``, the verifier's reward for each model call."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sia_core.contracts.errors import SiaError
@@ -44,3 +45,49 @@ def train_reward(task: Task) -> Callable[[dict[str, Any], Any], float]:
         return score if maximize else -score
 
     return reward
+
+
+def train_step_rewards(
+    task: Task,
+) -> Callable[[dict[str, Any], Any, Sequence[dict[str, Any]]], tuple[float, ...]] | None:
+    """``step_rewards(example, answer, trajectory)``: one reward per model call of a rollout, from
+    the task's ``score_steps`` on the train label (``None`` when the task scores no steps).
+
+    The scorer rewards trajectory steps; a step's reward goes to the model call that led to it
+    (the latest ``llm_call`` at or before it; before any call, the first call). Non-finite and
+    missing rewards are 0; a scorer error gives no step rewards for that rollout (the episode
+    reward stays). For a ``minimize`` task the rewards are negated, as :func:`train_reward` does.
+    """
+    score_steps = getattr(task, "_score_steps", None)
+    if score_steps is None:
+        return None
+    sign = 1.0 if task.config.direction != "minimize" else -1.0
+
+    def step_rewards(
+        example: dict[str, Any], answer: Any, trajectory: Sequence[dict[str, Any]]
+    ) -> tuple[float, ...]:
+        steps = list(trajectory)
+        n_calls = sum(1 for s in steps if s.get("kind") == "llm_call")
+        if not n_calls:
+            return ()
+        item = Item(id=str(example["id"]), input=example["input"], split="train")
+        try:
+            raw = score_steps(answer, example["label"], item, steps)
+        except Exception as exc:
+            log.warning("score_steps failed on %s: %s", example["id"], exc)
+            return ()
+        per_call = [0.0] * n_calls
+        call = -1
+        for i, step in enumerate(steps):
+            if step.get("kind") == "llm_call":
+                call += 1
+            value = raw[i] if isinstance(raw, Sequence) and i < len(raw) else None
+            try:
+                reward = float(value) if value is not None else 0.0
+            except (TypeError, ValueError):
+                reward = 0.0
+            if math.isfinite(reward):
+                per_call[max(call, 0)] += sign * reward
+        return tuple(per_call)
+
+    return step_rewards

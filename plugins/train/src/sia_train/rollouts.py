@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sia_core.contracts.errors import SiaError
-from sia_core.contracts.records import Item, ItemResult, ModelCall
+from sia_core.contracts.records import Item, ItemResult, ModelCall, to_dict
 from sia_core.contracts.sandbox import Limits, Sandbox
 from sia_core.machinery.plugins import get_plugin_manager, resolve
 from sia_core.services.gateway import Gateway
@@ -35,7 +35,7 @@ from sia_core.services.untrusted import UntrustedFileError, read_tail
 
 from .objective import Group, Rollout
 from .policy_model import PolicyTaskModel
-from .rewards import train_reward
+from .rewards import train_reward, train_step_rewards
 from .rollout_records import CallRecord, RolloutSample, StepRollouts, call_key
 
 ROLLOUT_SEP = "#"
@@ -84,6 +84,7 @@ class RolloutCollector:
         self.item_timeout_s = item_timeout_s
         self.memory_mb = memory_mb
         self.reward = train_reward(task)
+        self.step_rewards = train_step_rewards(task)
         self.examples = {str(e["id"]): e for e in task.train_examples()}
         self.gateway = Gateway(policy)
         #: the run's sandbox where the job names one the worker has (see :func:`rollout_sandbox`)
@@ -169,8 +170,13 @@ class RolloutCollector:
             answer = result.answer if result.status == "ok" else None
             # other splits are scored by the caller (their labels are not the train labels)
             reward = self.reward(self.examples[source_id], answer) if split == "train" else 0.0
+            steps: tuple[float, ...] = ()
+            if self.step_rewards is not None and split == "train" and calls:
+                trajectory = [to_dict(step) for step in result.trajectory]
+                steps = self.step_rewards(self.examples[source_id], answer, trajectory)
+                steps = (steps + (0.0,) * len(calls))[: len(calls)] if steps else ()
             sample = RolloutSample(
-                rollout=Rollout(item_id=source_id, reward=reward),
+                rollout=Rollout(item_id=source_id, reward=reward, step_rewards=steps),
                 source_id=source_id,
                 status=result.status,
                 answer=answer,
