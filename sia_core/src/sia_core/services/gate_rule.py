@@ -68,7 +68,7 @@ def judge(
     gain = statistics.fmean(diffs)
     bar = NOISE_Z * statistics.stdev(diffs) / math.sqrt(len(diffs))
     accepted = gain > bar and gain > 0
-    verdict = "beyond" if accepted else "within"
+    verdict = "beyond" if accepted else ("within" if gain > 0 else "no gain, below")
     return GateVerdict(
         accepted=accepted,
         rule="noise",
