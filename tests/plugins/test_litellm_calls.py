@@ -111,3 +111,15 @@ def test_real_server_speed_is_measured_and_a_cut_reply_is_one_line(
     # 16,000 asked of a server measured at a few hundred tokens/s, were the timeout 2 s
     a.fitter.timeout_s = 2.0
     assert a.fitter.cap(16_000, 200) <= max(int(a.fitter.speed * 2.0 * calls.TIME_SHARE), 256)
+
+
+def test_a_quick_gateway_error_is_retried_not_taken_for_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(calls, "BACKOFF_S", 0.0)
+    for status in (502, 504):
+        with OpenAIStub() as stub:
+            stub.fail_next(1, status)
+            turn = say(adapter(stub.url, num_retries=2, timeout_s=600), "echo me")
+            assert len(stub.requests) == 2, status
+        assert "echo me" in turn.text

@@ -166,3 +166,23 @@ def test_sia_web_command_is_listed_and_refuses_a_public_host(tmp_path: Path) -> 
     )
     assert out.returncode == 1 and "loopback only" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_broken_run_is_a_row_and_a_page_never_a_hang_up(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / "run_2").mkdir(parents=True)
+    (runs / "run_2" / "run.json").write_text(json.dumps({"run_id": "1", "status": "finished"}))
+    (runs / "run_2" / "gen_1").mkdir()
+    (runs / "run_2" / "gen_1" / "decision.json").write_text(json.dumps({"lever": 5, "notes": 5}))
+    (runs / "run_2" / "cost.json").write_text("{not json")
+    server = serve(runs, port=0)
+    try:
+        status, _, page = get(server.url, "/")
+        assert status == 200 and "data-run='2'" in page
+        assert "href='/run/1'" not in page  # the folder's id, not what run.json claims
+        status, headers, page = get(server.url, "/run/2")
+        assert status in (200, 500) and "Content-Security-Policy" in headers
+        assert status == 200 or ('http-equiv="refresh"' in page and "could not show" in page)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,14 +2,14 @@
 
 - **Output cap.** An agent asks for up to ``max_output_tokens`` (16,000) per call. That is cut to
   what the model can give: litellm's ``max_output_tokens`` for a known model, else the context
-  an OpenAI-compatible server reports on ``/models`` (vLLM's ``max_model_len``, llama.cpp's
-  ``meta.n_ctx_train``, ``context_length``) or llama.cpp's ``/props`` (``n_ctx``), less the
-  prompt; and, once a call has been timed, to what the measured speed produces within
+  an OpenAI-compatible server reports (llama.cpp's ``/props`` ``n_ctx``, or the model's
+  ``/models`` entry: vLLM's ``max_model_len``, ``context_length``, llama.cpp's ``meta``), less
+  the prompt; and, once a call has been timed, to what the measured speed produces within
   ``timeout_s``. A slow local server then gets short calls that finish, not one that runs
   into the timeout.
-- **Retries.** Rate limits, dropped connections and 5xx answers are retried with backoff
-  (``num_retries``); a call that ran into ``timeout_s`` is not: repeating it would cost the full
-  timeout again. It fails at once with one line saying so.
+- **Retries.** Rate limits, dropped connections and 5xx answers (a quick 504/408 included) are
+  retried with backoff (``num_retries``); a call that ran into ``timeout_s`` is not: repeating
+  it would cost the full timeout again. It fails at once with one line saying so.
 - **Cut off.** A reply that stops at the cap is logged as one line naming the cap, why it is that
   size and the setting that raises it.
 """
@@ -39,31 +39,46 @@ def _json_get(url: str, timeout: float) -> Any:
         return json.loads(resp.read(1_000_000))
 
 
-def server_context(api_base: str, timeout: float = 5.0) -> int | None:
-    """The context length an OpenAI-compatible server at ``api_base`` reports, if it does."""
+def server_context(api_base: str, model: str = "", timeout: float = 5.0) -> int | None:
+    """The context length an OpenAI-compatible server at ``api_base`` reports for ``model``
+    (its ``/models`` entry with that id, else the only entry), if it reports one.
+
+    llama.cpp's ``/props`` ``n_ctx`` (the context the server runs with) is asked first; then
+    ``/models``: vLLM's ``max_model_len``, ``context_length``, llama.cpp's ``meta.n_ctx`` and,
+    last, ``meta.n_ctx_train`` (what the model was trained with, maybe more than is served).
+    """
     base = api_base.rstrip("/")
-    try:
-        models = _json_get(base + "/models", timeout)
-        for entry in models.get("data") or []:
-            meta = entry.get("meta") or {}
-            for value in (
-                entry.get("max_model_len"),
-                entry.get("context_length"),
-                meta.get("n_ctx"),
-            ):
-                if isinstance(value, int) and value > 0:
-                    return value
-            if isinstance(meta.get("n_ctx_train"), int) and meta["n_ctx_train"] > 0:
-                return int(meta["n_ctx_train"])
-    except Exception:
-        pass
     root = base[: -len("/v1")] if base.endswith("/v1") else base
     try:
         props = _json_get(root + "/props", timeout)
         n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
-        return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+        if isinstance(n_ctx, int) and n_ctx > 0:
+            return n_ctx
+    except Exception:
+        pass
+    try:
+        entries = [
+            e
+            for e in (_json_get(base + "/models", timeout).get("data") or [])
+            if isinstance(e, dict)
+        ]
     except Exception:
         return None
+    name = model.split("/", 1)[-1]
+    named = [e for e in entries if e.get("id") in (model, name)]
+    entry = named[0] if named else (entries[0] if len(entries) == 1 else None)
+    if entry is None:
+        return None
+    meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
+    for value in (
+        entry.get("max_model_len"),
+        entry.get("context_length"),
+        meta.get("n_ctx"),
+        meta.get("n_ctx_train"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 class CallFitter:
@@ -101,7 +116,9 @@ class CallFitter:
             except Exception:  # not in litellm's table: e.g. a model on a local server
                 pass
             if ctx is None and self.api_base:
-                ctx = server_context(self.api_base)
+                ctx = server_context(self.api_base, self.model)
+            if out is None and ctx is None:  # nothing known: ask again next call (server down?)
+                return out, ctx
             self._limits = (out, ctx)
         return self._limits
 
@@ -139,6 +156,13 @@ class CallFitter:
             try:
                 response = litellm.completion(**kwargs)
             except litellm.Timeout as exc:
+                if time.monotonic() - started < TIME_SHARE * self.timeout_s:
+                    # an upstream 504/408 mapped to Timeout by litellm: quick, so retryable
+                    if attempt >= self.num_retries:
+                        raise
+                    time.sleep(min(BACKOFF_S * 2**attempt, 30.0))
+                    attempt += 1
+                    continue
                 raise CallTimeout(
                     f"{self.model} did not answer within timeout_s={self.timeout_s:g} s "
                     "(not retried: a retry would wait as long again); raise it with "
@@ -149,6 +173,7 @@ class CallFitter:
                 litellm.APIConnectionError,
                 litellm.ServiceUnavailableError,
                 litellm.InternalServerError,
+                litellm.BadGatewayError,
             ):
                 if attempt >= self.num_retries:
                     raise

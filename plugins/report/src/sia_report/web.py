@@ -34,8 +34,11 @@ from .data import RunInfo, read_run
 from .html import CSS, render
 from .markup import fmt_duration, fmt_float, fmt_int, fmt_usd, fmt_utc, lever_badge, status_badge
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'"
-RUN_PATH = re.compile(r"^/run/([A-Za-z0-9_.-]{1,64})/?$")
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+RUN_PATH = re.compile(r"^/run/([A-Za-z0-9_.-]{1,100})/?$")
 
 
 def is_loopback(host: str) -> bool:
@@ -52,14 +55,12 @@ def index_page(runs_dir: Path, refresh_s: int) -> str:
     rows = []
     for run_id in reversed(list_runs(runs_dir)):
         try:
-            run = read_run(runs_dir / f"run_{run_id}")
+            rows.append(_run_row(run_id, read_run(runs_dir / f"run_{run_id}")))
         except Exception as exc:  # an unreadable run is a row, never a broken page
             rows.append(
                 f"<tr data-run='{escape(run_id)}'><td>{escape(run_id)}</td>"
                 f"<td colspan='8'>unreadable: {escape(type(exc).__name__)}: {escape(str(exc))}</td></tr>"
             )
-            continue
-        rows.append(_run_row(run))
     body = (
         "<table class='runs'><thead><tr><th>run</th><th>task</th><th>status</th>"
         "<th>generations</th><th>levers</th><th>best dev</th><th>sealed test</th>"
@@ -85,17 +86,18 @@ def index_page(runs_dir: Path, refresh_s: int) -> str:
 """
 
 
-def _run_row(run: RunInfo) -> str:
+def _run_row(run_id: str, run: RunInfo) -> str:
+    """One run's row; ``run_id`` is the folder's id (the page's URL), whatever run.json says."""
     done = [g for g in run.gens if g.dev is not None]
     best = next((g for g in run.gens if g.gen == run.incumbent), None)
     levers = "".join(lever_badge(g.lever) for g in run.gens)
     cost = run.cost or {}
     seconds = sum(g.seconds for g in run.gens)
-    href = f"/run/{escape(run.run_id)}"
+    href = f"/run/{escape(run_id)}"
     return (
-        f"<tr data-run='{escape(run.run_id)}' data-status='{escape(run.status)}' "
+        f"<tr data-run='{escape(run_id)}' data-status='{escape(run.status)}' "
         f"data-generations='{len(done)}'>"
-        f"<td><a href='{href}'>{escape(run.run_id)}</a></td>"
+        f"<td><a href='{href}'>{escape(run_id)}</a></td>"
         f"<td>{escape(str(run.task or '?'))}</td><td>{status_badge(run.status)}</td>"
         f"<td class='num'>{len(done)}/{escape(str(run.config.get('max_gen', '?')))}</td>"
         f"<td>{levers}</td>"
@@ -140,14 +142,22 @@ class Handler(BaseHTTPRequestHandler):
             self._send(403, "<p>sia web answers only to its own loopback address</p>")
             return
         path = self.path.split("?", 1)[0]
-        runs_dir = self.server.runs_dir
-        if path == "/":
-            self._send(200, index_page(runs_dir, self.server.refresh_s))
-            return
-        match = RUN_PATH.match(path)
-        if match and match.group(1) in list_runs(runs_dir):
-            run = read_run(runs_dir / f"run_{match.group(1)}")
-            self._send(200, render(run, refresh_s=self.server.refresh_s, index_href="/"))
+        runs_dir, refresh = self.server.runs_dir, self.server.refresh_s
+        try:
+            if path == "/":
+                self._send(200, index_page(runs_dir, refresh))
+                return
+            match = RUN_PATH.match(path)
+            if match and match.group(1) in list_runs(runs_dir):
+                run = read_run(runs_dir / f"run_{match.group(1)}")
+                self._send(200, render(run, refresh_s=refresh, index_href="/"))
+                return
+        except Exception as exc:  # run files are untrusted: a bad one is a page, not a hang-up
+            page = (
+                f'<meta http-equiv="refresh" content="{refresh}"><p>could not show {escape(path)}:'
+                f" {escape(type(exc).__name__)}: {escape(str(exc))}</p><p><a href='/'>every run</a></p>"
+            )
+            self._send(500, page)
             return
         self._send(404, f"<p>no such page; <a href='/'>every run</a></p><p>{escape(path)}</p>")
 
@@ -171,6 +181,10 @@ def serve(
     if not is_loopback(host):
         raise SiaError(f"sia web serves on loopback only; got --host {host} (use 127.0.0.1 or ::1)")
     server = WebServer(runs_dir, host, port, max(1, int(refresh_s)))
+    bound = str(server.server_address[0])
+    if not is_loopback(bound):  # e.g. a "localhost" that resolves elsewhere
+        server.server_close()
+        raise SiaError(f"sia web: {host} resolved to {bound}, not loopback")
     threading.Thread(target=server.serve_forever, name="sia-web", daemon=True).start()
     return server
 

@@ -174,7 +174,10 @@ class RolloutCollector:
             if self.step_rewards is not None and split == "train" and calls:
                 trajectory = [to_dict(step) for step in result.trajectory]
                 steps = self.step_rewards(self.examples[source_id], answer, trajectory)
-                steps = (steps + (0.0,) * len(calls))[: len(calls)] if steps else ()
+                # one reward per call the policy answered; a failed, unmatched or forged
+                # llm_call step would shift every later reward, so such a rollout keeps only
+                # its episode reward
+                steps = steps if len(steps) == len(calls) and not unmatched else ()
             sample = RolloutSample(
                 rollout=Rollout(item_id=source_id, reward=reward, step_rewards=steps),
                 source_id=source_id,

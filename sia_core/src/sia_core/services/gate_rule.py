@@ -2,7 +2,7 @@
 
 By default (``--gate-margin`` not given) the two generations' per-item dev scores are paired (the
 same items, scored by the same scorer) and the candidate must gain on average more than a noise
-bar: ``mean(d) > NOISE_Z * SE(d)`` with ``d_i`` = candidate − incumbent on item ``i`` (reversed for
+bar: ``mean(d) > z * SE(d)`` (``z`` = 1.645, or Student's t below 30 items) with ``d_i`` = candidate − incumbent on item ``i`` (reversed for
 a task that minimises) and ``SE = stdev(d) / sqrt(n)``, a one-sided test at about 5 %. On 191
 lawbench dev items a gain of one item (+0.005) is within noise; +0.07 is well beyond it. Where
 items cannot be paired (a program-style task reports one score), the plain comparison decides
@@ -18,8 +18,18 @@ import attrs
 
 from sia_core.contracts.records import ScoreResult
 
-#: z of the one-sided noise bar (95 %)
+#: z of the one-sided noise bar (95 %), used from 30 paired items on
 NOISE_Z = 1.645
+#: Student's t (one-sided 95 %) by degrees of freedom, for fewer paired items
+T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
+T95 |= {10: 1.812, 11: 1.796, 12: 1.782, 13: 1.771, 14: 1.761, 15: 1.753, 16: 1.746}
+T95 |= {17: 1.740, 18: 1.734, 19: 1.729, 20: 1.725, 21: 1.721, 22: 1.717, 23: 1.714}
+T95 |= {24: 1.711, 25: 1.708, 26: 1.706, 27: 1.703, 28: 1.701}
+
+
+def critical_value(n: int) -> float:
+    """The bar's multiplier for ``n`` paired items: Student's t below 30, else ``NOISE_Z``."""
+    return T95.get(n - 1, NOISE_Z) if n < 30 else NOISE_Z
 
 
 @attrs.frozen(kw_only=True)
@@ -66,7 +76,8 @@ def judge(
         )
     diffs = [sign * (float(candidate.per_item[i]) - float(incumbent.per_item[i])) for i in common]
     gain = statistics.fmean(diffs)
-    bar = NOISE_Z * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    z = critical_value(len(diffs))
+    bar = z * statistics.stdev(diffs) / math.sqrt(len(diffs))
     accepted = gain > bar and gain > 0
     verdict = "beyond" if accepted else ("within" if gain > 0 else "no gain, below")
     return GateVerdict(
@@ -77,5 +88,5 @@ def judge(
         n_paired=len(diffs),
         reason=f"dev {dev:.4f} vs the incumbent gen {incumbent_gen} ({inc:.4f}): paired gain "
         f"{gain:+.4f} over {len(diffs)} items, {verdict} the noise bar {bar:.4f} "
-        f"({NOISE_Z} x SE)",
+        f"({z} x SE)",
     )

@@ -6,7 +6,8 @@ A plugin adds a command in one of two ways:
   by ``sia --help`` from package metadata alone (its short help is the distribution's summary)
   and imported only when ``sia report`` runs. This keeps ``sia --help`` free of plugin imports.
 - the ``sia_register_commands`` hook: the plugins are loaded (and the hook called) the first
-  time a name is not found among the above, e.g. ``sia hello``, and by ``sia plugins``.
+  time a name is not found among the above, e.g. ``sia hello`` (``sia plugins`` lists which
+  plugins implement the hook).
 """
 
 from __future__ import annotations
