@@ -189,17 +189,17 @@ class LocalBackend:
 
     def task_model(self) -> LocalModel:
         if self._model is None:
-            from .llama_config import default_threads
+            from .llama_config import default_threads, prompt_threads
             from .smollm2 import smollm2_gguf
 
             gguf, base_hf, name = self._source(smollm2_gguf)
-            # reading the prompt dominates a scaffold's calls and uses every CPU; generation (a
-            # few tokens) stays on half of them, robust when other work needs a core
-            gen_threads, batch_threads = default_threads()
+            # reading the prompt dominates a scaffold's calls and parallelises well while the
+            # scaffolds wait on the model; generation (a few tokens) stays on half the CPUs,
+            # robust when other work needs a core
             options: dict[str, Any] = {
                 "n_ctx": self.n_ctx,
-                "n_threads": self.n_threads or gen_threads,
-                "n_threads_batch": self.n_threads_batch or batch_threads,
+                "n_threads": self.n_threads or default_threads()[0],
+                "n_threads_batch": self.n_threads_batch or prompt_threads(),
             }
             if self.options.run_dir:
                 options["log_path"] = Path(self.options.run_dir) / "local_model_server.log"

@@ -94,16 +94,20 @@ def cpu_count() -> int:
 
 
 def default_threads() -> tuple[int, int]:
-    """``(n_threads, n_threads_batch)`` for llama.cpp: half the CPUs (at least 1) to generate,
-    all of them to read the prompt.
+    """``(n_threads, n_threads_batch)`` for llama.cpp: half the CPUs (at least 1) for both.
 
-    Generating is one token at a time: its worker threads busy-wait for each other, so they
-    collapse when anything else (the gateway, sandboxed scaffolds, other jobs) needs a core;
-    measured on 2 cores with one busy process beside the server, 1 thread kept 126 tok/s where
-    2 fell to 3-13 tok/s. Reading the prompt is one large matrix product per layer and uses
-    every core: on 2 cores a 722-token prompt took 5.8 s with 1 thread and 3.4 s with 2, and
-    still 3.3 s with 2 while another process kept a core busy (benchmarks/bench_llama_threads.py).
-    On the main job the prompt is nearly all the work (~330 prompt tokens, ~9 generated per call).
+    llama.cpp's worker threads busy-wait for each other, so they collapse when anything else
+    (the gateway, sandboxed scaffolds, other jobs) needs a core. Measured on 2 cores
+    (benchmarks/bench_llama_threads.py, a 722-token prompt): 1 thread 6.0 s idle and 6.5 s beside
+    a busy process; 2 threads for the prompt 3.4 s idle but 17.1 s beside it. Generation: 1
+    thread kept 126 tok/s beside a busy process, 2 fell to 3-13 tok/s. The local backend reads
+    prompts on every CPU all the same (:func:`prompt_threads`): in a run the scaffolds wait on
+    the model, so the cores are free.
     """
-    n = cpu_count()
-    return max(1, n // 2), n
+    n = max(1, cpu_count() // 2)
+    return n, n
+
+
+def prompt_threads() -> int:
+    """Threads the local backend reads prompts with: every CPU (see :func:`default_threads`)."""
+    return cpu_count()
