@@ -203,6 +203,11 @@ def test_offline_loop_improves_over_the_reference(sia_pm, register_plugin, tiny_
 def test_backend_options_are_validated() -> None:
     with pytest.raises(Exception, match="local backend"):
         LocalBackend(BackendOptions(settings={"stall_generations": "two"}))
+    with pytest.raises(
+        Exception,
+        match=r"unknown --backend-opt for the local backend: stall_gens; known: gguf_outtype, n_ctx",
+    ):
+        LocalBackend(BackendOptions(settings={"stall_gens": "2"}))
 
 
 def test_write_params_changes_only_the_changed_values_and_keeps_comments() -> None:

@@ -146,6 +146,10 @@ def lora_gguf(adapter_dir: str, base_gguf: Path, base_hf: Path | None = None) ->
     return convert_peft_to_gguf(Path(adapter_dir), base_hf)
 
 
+#: the --backend-opt keys of the local backend (docs/backends.md)
+SETTINGS = frozenset({"stall_generations", "n_ctx", "n_threads", "n_threads_batch", "gguf_outtype"})
+
+
 class LocalBackend:
     """Offline roles + a llama.cpp-served task model (see the module docstring)."""
 
@@ -153,7 +157,7 @@ class LocalBackend:
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options or BackendOptions()
-        settings = self.options.settings
+        settings = self.options.known_settings("local", SETTINGS)  # a typo is one line
         try:
             self.stall_generations = int(
                 settings.get("stall_generations", DEFAULT_STALL_GENERATIONS)
