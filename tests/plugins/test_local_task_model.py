@@ -125,3 +125,32 @@ def test_cli_hub_id_offline_is_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sia: error:")]
     assert len(errors) == 1 and "HF_HUB_OFFLINE=1" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_conversion_says_it_starts_and_ends(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A one-off conversion prints a line before and after (it can take minutes); a cached one
+    prints nothing. The converter here is a stand-in script run as the real one is."""
+    conv = tmp_path / "convert"
+    (conv / "gguf-py").mkdir(parents=True)
+    (conv / "convert_lora_to_gguf.py").write_text(
+        "import sys\nout = sys.argv[sys.argv.index('--outfile') + 1]\n"
+        "open(out, 'wb').write(b'GGUF')\n"
+    )
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    os.environ["SIA_LLAMA_CONVERT_DIR"] = str(conv)
+    try:
+        out = convert_peft_to_gguf(adapter, tmp_path)
+        first = capfd.readouterr().err
+        assert out.read_bytes() == b"GGUF"
+        assert convert_peft_to_gguf(adapter, tmp_path) == out
+        again = capfd.readouterr().err
+    finally:
+        del os.environ["SIA_LLAMA_CONVERT_DIR"]
+    assert f"sia: converting the adapter {adapter} to GGUF once" in first
+    assert f"sia: converted the adapter {adapter} to GGUF in " in first
+    assert again == ""

@@ -404,15 +404,13 @@ def test_gguf_conversion_is_cached_and_matches_llama_cpp(model_cache: Any) -> No
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)  # spinning OpenMP threads crawl on 2 shared cores
-    folder, first_seconds = model_cache
+    folder, _ = model_cache
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", DONE_MARKER} <= names
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     assert not list(folder.parent.glob("*.tmp-*"))  # the conversion was renamed into place
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
-    start = time.monotonic()
-    assert gguf_to_hf(_gguf()) == folder
-    assert time.monotonic() - start < min(2.0, first_seconds / 5)
+    assert gguf_to_hf(_gguf()) == folder  # cached: not converted again (same file, untouched)
     assert (folder / "model.safetensors").stat().st_mtime_ns == mtime
 
     tok = AutoTokenizer.from_pretrained(folder)

@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sia_core.contracts.errors import SiaError
@@ -55,6 +56,9 @@ def _run_converter(script: str, args: list[str], out: Path, what: str) -> None:
     folder = converter_dir()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     env = {**os.environ, "PYTHONPATH": str(folder / "gguf-py"), "HF_HUB_OFFLINE": "1"}
+    # a one-off conversion can take minutes: say so (stderr, one line each way)
+    print(f"sia: converting {what} to GGUF once ({out}) ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             [sys.executable, str(folder / script), "--outfile", str(tmp), *args],
@@ -72,6 +76,8 @@ def _run_converter(script: str, args: list[str], out: Path, what: str) -> None:
         tail = (proc.stderr or proc.stdout)[-1500:]
         raise SiaError(f"converting {what} to GGUF failed:\n{tail}")
     os.replace(tmp, out)
+    seconds = time.monotonic() - started
+    print(f"sia: converted {what} to GGUF in {seconds:.0f} s", file=sys.stderr, flush=True)
 
 
 def _newer_than(out: Path, sources: list[Path]) -> bool:

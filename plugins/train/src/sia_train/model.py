@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,11 +77,16 @@ def gguf_to_hf(gguf: str | Path, cache: Path | None = None) -> Path:
         if out.exists():  # a folder without the marker: not ours to trust
             shutil.rmtree(out)
         tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        # a one-off conversion can take minutes: say so (stderr, one line each way)
+        print(f"sia: converting {gguf.name} to an HF folder once ({out}) ...", file=sys.stderr)
+        started = time.monotonic()
         try:
             _convert(gguf, tmp)
             os.rename(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        seconds = time.monotonic() - started
+        print(f"sia: converted {gguf.name} to an HF folder in {seconds:.0f} s", file=sys.stderr)
     return out
 
 
