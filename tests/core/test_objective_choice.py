@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sia_core import hookimpl
-from sia_core.contracts.records import ExecutorSpec, TrainResult
+from sia_core.contracts.records import ExecutorSpec
 from sia_core.loop import Loop
 from sia_core.machinery.plugins import new_plugin_manager
 from sia_core.machinery.runstore import RunStore
@@ -22,23 +22,11 @@ from sia_core.testing.fixtures import tiny_task_source
 from .test_loop import make_config, write_script
 
 
-class AdapterOnlyExecutor:
-    name = "adapter-only"
-
-    def available(self) -> tuple[bool, str]:
-        return True, "in-process test executor"
-
-    def run(self, job: Any, on_progress: Any) -> TrainResult:
-        out = Path(job.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "adapter_config.json").write_text("{}")
-        return TrainResult(status="ok", adapter=str(out), metrics={"tokens": 10})
-
-
 class Executors:
     @hookimpl
     def sia_executors(self) -> Any:
-        yield ExecutorSpec(name="adapter-only", factory=f"{__name__}:AdapterOnlyExecutor")
+        # test_report's executor: writes an adapter folder and a training log, trains nothing
+        yield ExecutorSpec(name="fake", factory="tests.plugins.test_report:LoggingExecutor")
 
 
 #: continuous partial credit with one rare full score: a heavy right tail
@@ -95,9 +83,7 @@ def test_auto_picks_the_objective_from_the_reward_shape(
     assert {"grpo", "ppo", "entropic"} <= set(pm.rl_algorithms().names())
     pm.register_object(Executors(), "executors")
     task = task_with_scorer(tmp_path, scorer)
-    config = make_config(
-        task, write_script(tmp_path, script(scaffold)), max_gen=2, executor="adapter-only"
-    )
+    config = make_config(task, write_script(tmp_path, script(scaffold)), max_gen=2, executor="fake")
     store = RunStore.open(tmp_path / "runs", "1", create=True)
     rows = Loop(config, store, pm).run()
     assert [r.lever for r in rows] == ["harness", "weights"]

@@ -23,13 +23,15 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import tenacity
+
 log = logging.getLogger("sia.backend.litellm")
 
 #: part of ``timeout_s`` an output may fill at the measured speed (the rest: prompt, latency)
 TIME_SHARE = 0.8
 #: the least output cap derived from a model's context or speed
 MIN_CAP = 256
-#: seconds between retries of a retryable error: 1, 2, 4, ... (at most 30)
+#: seconds between retries of a retryable error: 1, 2, 4, ... (at most 30; tenacity's backoff)
 BACKOFF_S = 1.0
 
 
@@ -147,44 +149,39 @@ class CallFitter:
             self.speed = speed if self.speed is None else min(speed, (self.speed + speed) / 2)
 
     def complete(self, **kwargs: Any) -> Any:
-        """``litellm.completion`` with our retries: none after a timeout."""
+        """``litellm.completion`` with our retries (tenacity): none after a real timeout."""
         litellm = self._litellm()
         kwargs.update(num_retries=0, timeout=self.timeout_s)
-        attempt = 0
-        while True:
-            started = time.monotonic()
-            try:
-                response = litellm.completion(**kwargs)
-            except litellm.Timeout as exc:
-                if time.monotonic() - started < TIME_SHARE * self.timeout_s:
-                    # an upstream 504/408 mapped to Timeout by litellm: quick, so retryable
-                    if attempt >= self.num_retries:
-                        raise
-                    time.sleep(min(BACKOFF_S * 2**attempt, 30.0))
-                    attempt += 1
-                    continue
-                raise CallTimeout(
-                    f"{self.model} did not answer within timeout_s={self.timeout_s:g} s "
-                    "(not retried: a retry would wait as long again); raise it with "
-                    "--backend-opt timeout_s=SECONDS or lower max_output_tokens"
-                ) from exc
-            except (
-                litellm.RateLimitError,
-                litellm.APIConnectionError,
-                litellm.ServiceUnavailableError,
-                litellm.InternalServerError,
-                litellm.BadGatewayError,
-            ):
-                if attempt >= self.num_retries:
+        retryable = (
+            litellm.Timeout,  # only a quick one gets here: an upstream 504/408 litellm maps to it
+            litellm.RateLimitError,
+            litellm.APIConnectionError,
+            litellm.ServiceUnavailableError,
+            litellm.InternalServerError,
+            litellm.BadGatewayError,
+        )
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(retryable),
+            wait=tenacity.wait_exponential(multiplier=BACKOFF_S, max=30.0),
+            stop=tenacity.stop_after_attempt(self.num_retries + 1),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                started = time.monotonic()
+                try:
+                    response = litellm.completion(**kwargs)
+                except litellm.Timeout as exc:
+                    if time.monotonic() - started >= TIME_SHARE * self.timeout_s:
+                        raise CallTimeout(
+                            f"{self.model} did not answer within timeout_s={self.timeout_s:g} s "
+                            "(not retried: a retry would wait as long again); raise it with "
+                            "--backend-opt timeout_s=SECONDS or lower max_output_tokens"
+                        ) from exc
                     raise
-                time.sleep(min(BACKOFF_S * 2**attempt, 30.0))
-                attempt += 1
-                continue
-            usage = getattr(response, "usage", None)
-            self.observe(
-                int(getattr(usage, "completion_tokens", 0) or 0), time.monotonic() - started
-            )
-            return response
+        usage = getattr(response, "usage", None)
+        self.observe(int(getattr(usage, "completion_tokens", 0) or 0), time.monotonic() - started)
+        return response
 
     def note_cut(self, finish_reason: str) -> None:
         """One line when a reply stopped at the cap."""
