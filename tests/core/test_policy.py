@@ -11,14 +11,9 @@ from hypothesis import strategies as st
 from sia_core import hookimpl
 from sia_core.contracts.backend import BackendOptions
 from sia_core.contracts.records import AlgorithmFit, AlgorithmSpec, Decision, RewardStats
-from sia_core.loop.policy import (
-    LeverContext,
-    choose_algorithm,
-    feedback_signal,
-    reward_stats,
-    validate_lever,
-)
+from sia_core.loop.policy import LeverContext, validate_lever
 from sia_core.machinery.plugins import new_plugin_manager
+from sia_core.services.objective_choice import choose_algorithm, feedback_signal, reward_stats
 from sia_core.surface.builtin.scripted import ScriptedBackend
 from sia_core.testing.conformance.algorithm import AlgorithmConformance
 from sia_core.testing.conformance.backend import BackendConformance

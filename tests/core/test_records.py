@@ -36,6 +36,9 @@ STRATEGIES = {
     r.SandboxSpec: st.builds(r.SandboxSpec, name=text, factory=text),
     r.AlgorithmSpec: st.builds(r.AlgorithmSpec, name=text, fit=text, trainer=text),
     r.ExecutorSpec: st.builds(r.ExecutorSpec, name=text, factory=text),
+    r.RunnerSpec: st.builds(
+        r.RunnerSpec, name=text, factory=text, settings=st.lists(text, max_size=3).map(tuple)
+    ),
     r.TaskSpec: st.builds(r.TaskSpec, name=text, path=text),
     r.Item: st.builds(r.Item, id=text, input=json_value),
     r.TrajectoryStep: st.builds(r.TrajectoryStep, kind=text, content=json_value, t=finite),
@@ -47,6 +50,8 @@ STRATEGIES = {
         trajectory=st.lists(
             st.builds(r.TrajectoryStep, kind=text, content=json_value, t=finite), max_size=3
         ).map(tuple),
+        node=text,
+        reruns=st.lists(text, max_size=2).map(tuple),
     ),
     r.ModelCall: st.builds(
         r.ModelCall,

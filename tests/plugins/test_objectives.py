@@ -27,8 +27,8 @@ import sia_rl_ppo.plugin
 from sia_core.contracts.errors import SiaError
 from sia_core.contracts.records import AlgorithmSpec, RewardStats
 from sia_core.contracts.training import DEFAULT_TRAIN_SETTINGS
-from sia_core.loop.policy import choose_algorithm, reward_stats
 from sia_core.machinery.plugins import SiaPluginManager, new_plugin_manager, resolve
+from sia_core.services.objective_choice import choose_algorithm, reward_stats
 from sia_core.testing.conformance.algorithm import AlgorithmConformance
 from sia_core.testing.conformance.algorithm import reward_stats as any_reward_stats
 from sia_rl_entropic.objective import (

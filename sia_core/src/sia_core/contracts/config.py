@@ -100,6 +100,20 @@ class RunConfig:
         cli_default="auto",
         help="Where scaffold code runs (see `sia plugins`).",
     )
+    runner: str = setting(
+        "local",
+        names=("--runner",),
+        cli_default="local",
+        help="Where items run: local worker pool, or e.g. ray (see `sia plugins`).",
+    )
+    runner_settings: dict[str, Any] = setting(  # noqa: RUF009 (an attrs field)
+        factory=dict,
+        names=("--runner-opt",),
+        pairs=True,
+        json_values=True,
+        metavar="KEY=VALUE",
+        help="Runner setting, e.g. address=HOST:PORT for ray.",
+    )
     seed: int = setting(0, names=("--seed",), cli_default=0, help="Random seed of the run.")
     gate_margin: float | None = setting(
         None,

@@ -19,6 +19,7 @@ from sia_core.contracts.records import (
     BackendSpec,
     Event,
     ExecutorSpec,
+    RunnerSpec,
     SandboxSpec,
     TaskSpec,
 )
@@ -87,6 +88,15 @@ def sia_rl_algorithms() -> Iterable[AlgorithmSpec]:
 @hookspec
 def sia_executors() -> Iterable[ExecutorSpec]:
     """Yield places where training jobs run (``local`` subprocess worker, ``modal``, ...)."""
+
+
+@hookspec
+def sia_runners() -> Iterable[RunnerSpec]:
+    """Yield places where a per-item scaffold's items run, selectable with ``--runner NAME``.
+
+    The core's ``local`` runner is a pool of sandboxed workers on this machine; a runner may
+    spread items over other hosts (``ray``), each item still in the run's sandbox there.
+    """
 
 
 @hookspec

@@ -96,6 +96,18 @@ class ExecutorSpec:
 
 
 @attrs.frozen(kw_only=True)
+class RunnerSpec:
+    """Where a per-item scaffold's items run (``--runner NAME``). ``factory(RunnerOptions)``
+    returns an :class:`~sia_core.services.runner.spec.ItemRunner`; ``settings`` names the
+    ``--runner-opt`` keys it reads (any other key is refused before the run starts)."""
+
+    name: str
+    factory: str
+    description: str = ""
+    settings: tuple[str, ...] = attrs.field(default=(), converter=_names)
+
+
+@attrs.frozen(kw_only=True)
 class TaskSpec:
     """A task shipped by a package: a name and the task directory inside that package."""
 
@@ -140,6 +152,9 @@ class ItemResult:
     trajectory: tuple[TrajectoryStep, ...] = attrs.field(default=(), converter=_tuple)
     #: limits the item ran into (output cut from the log, work dir over its size), one line each
     limits_hit: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    node: str = ""  # the host it ran on, for a runner that spreads items over hosts
+    #: why it was run again elsewhere (a lost node), one line per re-run
+    reruns: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
 
 
 @attrs.frozen(kw_only=True)

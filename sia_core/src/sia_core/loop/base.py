@@ -19,6 +19,7 @@ from sia_core.machinery.runstate import RunState
 from sia_core.machinery.runstore import RunStore
 from sia_core.services import canary
 from sia_core.services.gateway import Gateway
+from sia_core.services.runner import ItemRunner
 from sia_core.services.taskdir import Task, load_task
 
 
@@ -41,6 +42,7 @@ class LoopBase:
         self.task: Task = task or load_task(config.task_dir)
         self.backend: Backend | None = None
         self.sandbox: Sandbox | None = None
+        self.runner: ItemRunner | None = None
         self._canary_set: canary.CanarySet | None = None
         self.gateway: Gateway | None = None
         self.ledger: Ledger | None = None

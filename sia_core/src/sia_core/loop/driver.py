@@ -24,6 +24,7 @@ from sia_core.machinery.plugins import resolve
 from sia_core.machinery.pricing import Pricer
 from sia_core.machinery.runstore import FINGERPRINT, DiskFullError
 from sia_core.services.gateway import Gateway
+from sia_core.services.runner import RunnerOptions
 from sia_core.services.summary import GenRow, summarize
 
 STEPS = ("propose", "train", "run", "score", "gate")
@@ -146,6 +147,14 @@ class Loop(Spending, Proposing, Training, Evaluation, Gating):
         )
         self.backend = resolve(spec.factory)(options)
         self.sandbox = resolve(self.pm.sandboxes().get(cfg.sandbox).factory)()
+        self.runner = resolve(self.pm.runners().get(cfg.runner).factory)(
+            RunnerOptions(
+                settings=dict(cfg.runner_settings),
+                sandbox=cfg.sandbox,
+                run_dir=str(self.store.root),
+            )
+        )
+        self.runner.start()  # a cluster that cannot be reached fails the run now
         task_model = self.backend.task_model()
         if not isinstance(task_model, TaskModel):
             raise SiaError(
@@ -157,12 +166,14 @@ class Loop(Spending, Proposing, Training, Evaluation, Gating):
         if self.pricer is not None:
             self.pricer.price(task_model.name)  # a bad price file fails now
         self._open_ledger()
-        self.gateway = Gateway(task_model, pricer=self.pricer)
+        self.gateway = Gateway(task_model, host=self.runner.gateway_host(), pricer=self.pricer)
         self.gateway.start()
 
     def _close(self) -> None:
         if self.gateway is not None:
             self.gateway.stop()
+        if self.runner is not None:
+            self.runner.close()
         if self.backend is not None:
             try:
                 self.backend.close()

@@ -12,14 +12,9 @@ import attrs
 from sia_core.contracts.backend import FeedbackRequest, MetaRequest
 from sia_core.contracts.records import Decision, Metrics, from_dict
 from sia_core.loop.base import LoopBase
-from sia_core.loop.policy import (
-    LeverContext,
-    choose_algorithm,
-    reward_stats,
-    validate_lever,
-    weights_blockers,
-)
+from sia_core.loop.policy import LeverContext, validate_lever, weights_blockers
 from sia_core.services.agents.roles import call_role, improvement_md
+from sia_core.services.objective_choice import choose_algorithm, reward_stats
 from sia_core.services.runner.spec import scaffold_problem
 from sia_core.services.runner.trial import try_on_train
 

@@ -15,7 +15,7 @@ from sia_core.loop.base import LoopBase
 from sia_core.machinery.runstore import CANARY_EXECUTION, SEALED, gen_fingerprint
 from sia_core.services import canary
 from sia_core.services.gateway import Budget
-from sia_core.services.runner import RunSpec, run_items, run_program, scaffold_kind
+from sia_core.services.runner import RunSpec, run_program, scaffold_kind
 from sia_core.services.runner.execution import check_model_reachable, execution_record
 
 
@@ -67,7 +67,8 @@ class Trials(LoopBase):
         program = None
         results: list[ItemResult] = []
         if scaffold_kind(scaffold) == "per_item":
-            results = run_items(
+            assert self.runner is not None
+            results = self.runner.run_items(
                 spec, items, sandbox=self.sandbox, gateway=self.gateway, on_item=on_item
             )
         else:

@@ -30,6 +30,7 @@ from sia_core.contracts.records import (
     BackendSpec,
     Event,
     ExecutorSpec,
+    RunnerSpec,
     SandboxSpec,
     TaskSpec,
 )
@@ -244,6 +245,9 @@ class SiaPluginManager(pluggy.PluginManager):
 
     def executors(self) -> Registry[ExecutorSpec]:
         return Registry("executor", self._collect("sia_executors"))
+
+    def runners(self) -> Registry[RunnerSpec]:
+        return Registry("runner", self._collect("sia_runners"))
 
     def tasks(self) -> Registry[TaskSpec]:
         return Registry("task", self._collect("sia_tasks"))

@@ -9,7 +9,7 @@ dies is killed with its whole process tree and replaced; the item is recorded as
 ``python target_agent.py --dataset_dir <public_dir> --working_dir <work_dir>``.
 
 Modules: ``spec`` (:class:`RunSpec`, :class:`ProgramResult`, the :class:`Gateway` protocol,
-:func:`scaffold_kind`), ``items`` (:func:`run_items`), ``program`` (:func:`run_program`),
+:func:`scaffold_kind`), ``items`` (:func:`run_items`, the ``local`` runner), ``program`` (:func:`run_program`),
 ``worker`` (one scaffold host process and its protocol), ``environment`` (what a scaffold
 process is given), ``watchdog`` (the work-dir limit), ``trial`` (an agent trying a candidate
 scaffold on a few train items) and ``execution`` (``agent_execution.json``, redacted). ``scaffold_host.py`` is the harness
@@ -18,16 +18,26 @@ each worker runs: a standalone script executed by path that imports nothing from
 
 from __future__ import annotations
 
-from sia_core.services.runner.items import run_items
+from sia_core.services.runner.items import LocalRunner, run_items
 from sia_core.services.runner.program import run_program
-from sia_core.services.runner.spec import Gateway, ProgramResult, RunSpec, scaffold_kind
+from sia_core.services.runner.spec import (
+    Gateway,
+    ItemRunner,
+    ProgramResult,
+    RunnerOptions,
+    RunSpec,
+    scaffold_kind,
+)
 from sia_core.services.runner.worker import HOST_PATH
 
 __all__ = [
     "HOST_PATH",
     "Gateway",
+    "ItemRunner",
+    "LocalRunner",
     "ProgramResult",
     "RunSpec",
+    "RunnerOptions",
     "run_items",
     "run_program",
     "scaffold_kind",

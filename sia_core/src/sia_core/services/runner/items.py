@@ -23,12 +23,12 @@ from typing import Any
 from sia_core.contracts.records import Item, ItemResult
 from sia_core.contracts.sandbox import Sandbox
 from sia_core.services.runner.environment import _revoke, _scaffold_env
-from sia_core.services.runner.spec import Gateway, RunSpec
+from sia_core.services.runner.spec import Gateway, RunnerOptions, RunSpec
 from sia_core.services.runner.watchdog import _WorkDirWatch
 from sia_core.services.runner.worker import HOST_PATH, _steps, _Worker
 from sia_core.services.untrusted import OutputPump
 
-__all__ = ["run_items"]
+__all__ = ["LocalRunner", "run_items"]
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +358,32 @@ def run_items(
             result = ItemResult(item_id=item.id, split=item.split, status="error", error=error)
         results.append(result)
     return results
+
+
+class LocalRunner:
+    """The ``local`` runner: :func:`run_items` on this machine (``--parallel`` workers)."""
+
+    name = "local"
+
+    def __init__(self, options: RunnerOptions | None = None) -> None:
+        self.options = options or RunnerOptions()
+
+    def start(self) -> None:
+        """Nothing to connect to."""
+
+    def gateway_host(self) -> str:
+        return "127.0.0.1"
+
+    def run_items(
+        self,
+        spec: RunSpec,
+        items: Sequence[Item],
+        *,
+        sandbox: Sandbox,
+        gateway: Gateway | None,
+        on_item: Callable[[ItemResult], None] | None = None,
+    ) -> list[ItemResult]:
+        return run_items(spec, items, sandbox=sandbox, gateway=gateway, on_item=on_item)
+
+    def close(self) -> None:
+        """Nothing to release."""

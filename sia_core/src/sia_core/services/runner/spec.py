@@ -8,15 +8,16 @@ and :func:`scaffold_kind`, which tells a per-item scaffold from a program-style 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import attrs
 
-from sia_core.contracts.records import _tuple
-from sia_core.contracts.sandbox import Limits
+from sia_core.contracts.records import Item, ItemResult, _tuple
+from sia_core.contracts.sandbox import Limits, Sandbox
 
-__all__ = ["Gateway", "ProgramResult", "RunSpec", "scaffold_kind"]
+__all__ = ["Gateway", "ItemRunner", "ProgramResult", "RunSpec", "RunnerOptions", "scaffold_kind"]
 
 
 class Gateway(Protocol):
@@ -28,6 +29,49 @@ class Gateway(Protocol):
     def new_token(self) -> str: ...
 
     def assign(self, token: str, item_id: str) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class RunnerOptions:
+    """What a runner's factory is given: its ``--runner-opt`` settings, the run's sandbox (by
+    name, for a runner that makes it again on another host) and the run folder."""
+
+    settings: dict[str, Any] = attrs.field(factory=dict)
+    sandbox: str = "process"
+    run_dir: str = ""
+
+
+class ItemRunner(Protocol):
+    """Runs a per-item scaffold over items (a ``--runner`` plugin; the core's is ``local``).
+
+    Whatever the runner, each item runs in the run's sandbox with ``spec.item_timeout_s``, its
+    calls go through the gateway with a key bound to that item, and every item gets exactly one
+    :class:`ItemResult`, in the order of ``items`` (``node`` and ``reruns`` say where it ran).
+    """
+
+    name: str
+
+    def start(self) -> None:
+        """Connect and check (hosts reachable, resources, the sandbox there); raise a
+        :class:`~sia_core.contracts.errors.SiaError` with one line otherwise."""
+
+    def gateway_host(self) -> str:
+        """The address the model gateway must listen on for this runner's workers to reach it
+        (``127.0.0.1`` when they run on this machine)."""
+
+    def run_items(
+        self,
+        spec: RunSpec,
+        items: Sequence[Item],
+        *,
+        sandbox: Sandbox,
+        gateway: Gateway | None,
+        on_item: Callable[[ItemResult], None] | None = None,
+    ) -> list[ItemResult]:
+        """One result per item; when this returns or raises, nothing it started still runs."""
+
+    def close(self) -> None:
+        """Release what :meth:`start` took (connections, remote processes)."""
 
 
 @attrs.frozen(kw_only=True)

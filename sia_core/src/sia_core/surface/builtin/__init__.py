@@ -1,4 +1,5 @@
-"""sia-core's own plugin: the scripted backend, the process sandbox and the tiny demo task.
+"""sia-core's own plugin: the scripted backend, the process sandbox, the local runner and the
+tiny demo task.
 
 Registered before entry points, exactly like any other plugin module.
 """
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from importlib import resources
 
 from sia_core import hookimpl
-from sia_core.contracts.records import BackendSpec, SandboxSpec, TaskSpec
+from sia_core.contracts.records import BackendSpec, RunnerSpec, SandboxSpec, TaskSpec
 
 
 @hookimpl
@@ -30,6 +31,15 @@ def sia_sandboxes() -> Iterator[SandboxSpec]:
         description="own session, rlimits, wall-clock kill of the whole tree",
         isolation="own session + rlimits + wall-clock kill; NO file-system or network isolation",
         auto_priority=0,
+    )
+
+
+@hookimpl
+def sia_runners() -> Iterator[RunnerSpec]:
+    yield RunnerSpec(
+        name="local",
+        factory="sia_core.services.runner.items:LocalRunner",
+        description="a pool of --parallel sandboxed workers on this machine",
     )
 
 

@@ -93,6 +93,17 @@ def choose_sandbox(pm: SiaPluginManager, requested: str) -> tuple[str, str]:
     raise SiaError("no sandbox is available: " + "; ".join(skipped))
 
 
+def check_runner_settings(pm: SiaPluginManager, runner: str, settings: dict[str, Any]) -> None:
+    """Refuse an unknown runner, or a ``--runner-opt`` key it does not read, in one line."""
+    spec = pm.runners().get(runner)  # an unknown name lists the installed ones
+    unknown = sorted(set(settings) - set(spec.settings))
+    if unknown:
+        known = ", ".join(spec.settings) or "none"
+        raise SiaError(
+            f"--runner-opt {unknown[0]}: runner {runner!r} has no such setting (known: {known})"
+        )
+
+
 def check_train_settings(pm: SiaPluginManager, settings: dict[str, Any], executor: str) -> None:
     """Refuse an unknown ``--train-opt`` key in one line, with the known ones.
 
@@ -141,6 +152,7 @@ def start_run(pm: SiaPluginManager, **opts: Any) -> None:
     if given["executor"] != "auto":
         pm.executors().get(given["executor"])  # an unknown name lists the installed ones
     check_train_settings(pm, given.get("train_settings") or {}, given["executor"])
+    check_runner_settings(pm, given["runner"], given.get("runner_settings") or {})
     config = RunConfig(
         **{**given, "task": name, "task_dir": str(task_dir), "backend": backend, "sandbox": sandbox}
     )
