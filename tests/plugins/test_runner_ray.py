@@ -35,7 +35,10 @@ from sia_runner_ray.runner import RayRunner
 
 from ..core.test_loop import write_script
 from ..core.test_resume import final_state, install_killer, run_args
-from .ray_cluster import TwoNodeCluster, can_make_namespaces
+from sia_runner_ray.testing import TwoNodeCluster, can_make_namespaces
+from .test_train_worker import make_job
+from .test_train_worker import model_cache as _model_cache  # noqa: F401 (a fixture)
+from .test_train_worker import shaped_task as _shaped_task  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,6 +69,45 @@ class TestRayRunnerOnOneNode(RunnerConformance):
     @pytest.fixture
     def runner(self, one_node_runner: ItemRunner) -> ItemRunner:
         return one_node_runner
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_node_runner", "_model_cache")
+def test_the_ray_executor_trains_the_adapter_the_local_executor_trains(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Same job, same seed, on the CPU: the same adapter, bit for bit."""
+    shaped_task = request.getfixturevalue("_shaped_task")
+    from safetensors.torch import load_file
+
+    from sia_runner_ray.executor import RayExecutor
+    from sia_train.executor import LocalExecutor
+
+    ok, why = RayExecutor().available()
+    assert ok, why
+    adapters = {}
+    for name, executor in (("local", LocalExecutor()), ("ray", RayExecutor())):
+        # one scaffold worker: the calls reach the policy in one order (batches are made by time)
+        job = make_job(
+            shaped_task,
+            tmp_path / name,
+            "grpo",
+            torch_threads=1,
+            group_size=4,
+            items_per_step=2,
+            rollout_parallel=1,
+        )
+        events: list[dict[str, Any]] = []
+        result = executor.run(job, events.append)
+        assert result.status == "ok", result.error
+        assert result.adapter == str((tmp_path / name).resolve())
+        assert [e["event"] for e in events] == ["start", "loaded", "step", "done"]
+        adapters[name] = load_file(tmp_path / name / "adapter_model.safetensors")
+    assert result.metrics["executor"] == "ray" and result.metrics["node"]
+    assert adapters["ray"].keys() == adapters["local"].keys()
+    for key, tensor in adapters["local"].items():
+        assert (adapters["ray"][key] == tensor).all(), key
+    assert any(float(t.abs().max()) > 0 for k, t in adapters["ray"].items() if "lora_B" in k)
 
 
 def test_unknown_settings_and_unreachable_clusters_are_one_line(tmp_path: Path) -> None:
@@ -230,6 +272,8 @@ def test_orchestrator_killed_mid_run_resumes_on_the_cluster(
     ]
     killed = sia(ray_args, kill_at="item_finished:1:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "sia: runner ray: items as Ray tasks" in killed.stderr
+    assert "Token authentication" not in killed.stderr  # Ray's notices stay out of sia's output
     resumed = sia(["resume", "1", "--runs-dir", str(tmp_path / "ray")])
     assert resumed.returncode == 0, resumed.stderr
     assert final_state(tmp_path / "ray/run_1") == final_state(tmp_path / "local/run_1")
@@ -306,3 +350,16 @@ def _batch_processes() -> list[str]:
     """Processes still running a batch's work dir (``/tmp/sia-ray-batch-...``)."""
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=60).stdout
     return [line for line in ps.splitlines() if "sia-ray-batch-" in line]
+
+
+def test_listing_the_plugins_imports_no_ray() -> None:
+    code = (
+        "import sys; from sia_core.machinery.plugins import new_plugin_manager; "
+        "pm = new_plugin_manager(); print(pm.runners().names(), pm.executors().names()); "
+        "print('ray' in sys.modules, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    names, imported = proc.stdout.splitlines()
+    assert "'ray'" in names and "'local'" in names
+    assert imported == "False False"

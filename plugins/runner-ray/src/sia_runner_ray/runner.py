@@ -100,8 +100,11 @@ class RayRunner:
                 f"runner 'ray' needs Ray ({exc}): pip install sia-runner-ray (or ray)"
             ) from exc
         where = f"Ray cluster at {self.address}" if self.address else "a local Ray cluster"
+        # Ray's own notices (token auth, local cluster start) stay out of sia's output; its
+        # logs are in the Ray session folder (/tmp/ray/session_latest/logs)
+        logging.getLogger("ray").setLevel(logging.ERROR)
         if not ray.is_initialized():
-            if self.address:
+            if self.address and self.address != "auto":
                 _probe(self.address, where)  # Ray itself retries an absent head for minutes
             try:
                 ray.init(

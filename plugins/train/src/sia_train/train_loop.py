@@ -129,6 +129,7 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     threads = settings["torch_threads"] or max(1, (os.cpu_count() or 1) - 1)
     torch.set_num_threads(int(threads))
     device = pick_device(settings)
+    torch.manual_seed(job.seed)  # LoRA's A matrices start random: the same seed, the same start
     init = str(checkpoint / "adapter") if checkpoint else job.init_adapter
     model, tokenizer = load_policy(job.base_model, settings, init, device)
     value_head, optimizer = _trainables(

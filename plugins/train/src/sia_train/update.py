@@ -86,6 +86,7 @@ def policy_update(
     value_head: Any = None,
     micro_batch_tokens: int = 1024,
     max_grad_norm: float | None = 1.0,
+    group: Any = None,
 ) -> dict[str, float]:
     """One optimizer step on the objective's loss over every rollout's completion tokens.
 
@@ -95,6 +96,12 @@ def policy_update(
     share of the batch's tokens (``token`` aggregation) or rows (``sequence``), which makes the
     accumulated gradient that of the whole batch (PPO's advantage whitening is then per
     micro-batch).
+
+    Data parallel: with ``group`` (a ``torch.distributed`` process group whose ranks all call
+    this with the same step's rollouts), rank ``r`` of ``w`` computes micro-batches ``r, r + w,
+    ...``; the weighted gradients and statistics are summed across the ranks before the
+    optimizer step, so every rank takes exactly the step one process takes (the objectives
+    are unchanged).
     """
     import torch
 
@@ -108,7 +115,9 @@ def policy_update(
     model.train()
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    for batch in _micro_batches([s for s, _ in rows], micro_batch_tokens):
+    rank, world = _rank_and_world(group)
+    batches = _micro_batches([s for s, _ in rows], micro_batch_tokens)
+    for batch in batches[rank::world]:
         part = [rows[i] for i in batch]
         packed = _Packed([sample for sample, _ in part], device)
         calls, rows_of, width = packed.calls, packed.rows, packed.width
@@ -146,7 +155,9 @@ def policy_update(
                 sums[key] = sums.get(key, 0.0) + weight * float(value)
         if "ratio_max" in stats:
             sums["ratio_max_all"] = max(sums.get("ratio_max_all", 0.0), float(stats["ratio_max"]))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for param_group in optimizer.param_groups for p in param_group["params"]]
+    if world > 1:
+        sums = _sum_across_ranks(params, sums, group)
     grad_norm = (
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         if max_grad_norm
@@ -159,3 +170,38 @@ def policy_update(
     if "ratio_max_all" in sums:
         sums["ratio_max"] = sums.pop("ratio_max_all")
     return {**sums, "tokens": float(total_tokens), "grad_norm": float(grad_norm)}
+
+
+def _rank_and_world(group: Any) -> tuple[int, int]:
+    if group is None:
+        return 0, 1
+    import torch.distributed as dist
+
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _sum_across_ranks(params: list[Any], sums: dict[str, float], group: Any) -> dict[str, float]:
+    """Sum every parameter's gradient (a rank without micro-batches adds zeros) and the
+    statistics' weighted sums over ``group``; ``ratio_max_all`` is a maximum."""
+    import torch
+    import torch.distributed as dist
+
+    # a parameter no rank gave a gradient keeps none (the optimizer skips it, as in one process)
+    had = torch.tensor([float(p.grad is not None) for p in params])
+    dist.all_reduce(had, op=dist.ReduceOp.SUM, group=group)
+    for p, n in zip(params, had.tolist(), strict=True):
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=group)
+        if n == 0:
+            p.grad = None
+    gathered: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, sums, group=group)
+    total: dict[str, float] = {}
+    for part in gathered:
+        for key, value in part.items():
+            if key == "ratio_max_all":
+                total[key] = max(total.get(key, 0.0), value)
+            else:
+                total[key] = total.get(key, 0.0) + value
+    return total

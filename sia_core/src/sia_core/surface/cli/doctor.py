@@ -26,6 +26,7 @@ LIBRARIES = (
     ("MLflow tracker", ("mlflow",), "pip install 'sia-trackers[mlflow]'"),
     ("W&B tracker", ("wandb",), "pip install 'sia-trackers[wandb]'"),
     ("report figures (matplotlib)", ("matplotlib",), "pip install matplotlib"),
+    ("Ray runner (ray)", ("ray", "sia_runner_ray"), "pip install sia-runner-ray"),
     (
         "OpenHands backend (openhands-sdk)",
         ("openhands",),
@@ -58,6 +59,8 @@ def checks(pm: SiaPluginManager) -> Iterator[tuple[bool, str]]:
             except Exception as exc:  # a plugin's check must not take the doctor down
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             yield bool(ok), f"{kind} {name}: {why}"
+    for runner in pm.runners():
+        yield True, f"runner {runner.name}: {runner.description or runner.factory}"
     if _installed("sia_backend_local"):
         from sia_backend_local.smollm2 import smollm2_gguf
 

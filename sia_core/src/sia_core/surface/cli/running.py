@@ -220,6 +220,10 @@ def _header(
     click.echo(f"sia: task {config.task} ({config.task_dir}), max_gen {config.max_gen}", err=True)
     click.echo(f"sia: backend {config.backend}: {backend_why}", err=True)
     click.echo(f"sia: sandbox {config.sandbox}: {sandbox_why}", err=True)
+    if config.runner != "local":
+        opts = "".join(f", {k}={v}" for k, v in sorted(config.runner_settings.items()))
+        runner = pm.runners().get(config.runner).description
+        click.echo(f"sia: runner {config.runner}: {runner}{opts}", err=True)
     loaded = list(  # one entry per distribution (a package may register several plugins)
         dict.fromkeys(
             f"{i.distribution or i.name}-{i.version}"

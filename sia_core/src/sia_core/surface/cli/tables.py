@@ -36,6 +36,7 @@ def plugins_table(pm: SiaPluginManager, as_json: bool) -> None:
     kinds: dict[str, Callable[[], Registry[Any]]] = {
         "backends": pm.backends,
         "sandboxes": pm.sandboxes,
+        "runners": pm.runners,
         "rl_algorithms": pm.rl_algorithms,
         "executors": pm.executors,
         "tasks": pm.tasks,
