@@ -32,10 +32,10 @@ from sia_core.services.runner import ItemRunner, RunnerOptions, RunSpec
 from sia_core.surface.builtin.scripted import ScriptedTaskModel
 from sia_core.testing.conformance.runner import RunnerConformance
 from sia_runner_ray.runner import RayRunner
+from sia_runner_ray.testing import TwoNodeCluster, can_make_namespaces
 
 from ..core.test_loop import write_script
 from ..core.test_resume import final_state, install_killer, run_args
-from sia_runner_ray.testing import TwoNodeCluster, can_make_namespaces
 from .test_train_worker import make_job
 from .test_train_worker import model_cache as _model_cache  # noqa: F401 (a fixture)
 from .test_train_worker import shaped_task as _shaped_task  # noqa: F401 (a fixture)
@@ -200,11 +200,14 @@ class TestRayRunnerOnTwoNodes(RunnerConformance):
             results = runner.run_items(spec, self.items(6), sandbox=_bwrap(), gateway=gw)
         assert all(r.status == "ok" for r in results), [r.error for r in results]
         assert cluster.node_ip in {r.node.split()[0] for r in results}
+        walls = {"write": "denied", "connect": "denied", "llm": "ok", "forged": 403, "made_up": 401}
         for r in results:
-            assert r.answer == {"write": "denied", "connect": "denied", "llm": "ok"}, (
-                r.node,
-                r.answer,
-            )
+            assert r.answer == walls, (r.node, r.answer)
+        # the forged calls reached the gateway through the relay and were recorded as refused
+        calls = gw.calls()
+        refused = [c for c in calls if c.status == "refused"]
+        assert len(refused) == len(results)
+        assert all(c.item_id in {r.item_id for r in results} for c in refused)
         assert not Path(marker).exists()
         assert (tmp_path / "hostile/public/base.txt").read_text() == "100"
 
@@ -303,7 +306,7 @@ SLOW = textwrap.dedent(
 # across the veth pair; calls the model through the gateway (the one connection it is allowed)
 HOSTILE = textwrap.dedent(
     """
-    import os, socket
+    import json, os, socket, urllib.error, urllib.request
     def solve(item, ctx):
         out = {}
         try:  # the public folder is mounted read-only
@@ -323,6 +326,23 @@ HOSTILE = textwrap.dedent(
         except OSError:
             out["connect"] = "denied"
         out["llm"] = "ok" if ctx.llm([{"role": "user", "content": "hi"}]) == "hi" else "bad"
+        # its own key, claiming another item's calls; then a made-up key
+        other = "i0" if item.id != "i0" else "i1"
+        for name, key, headers in (
+            ("forged", os.environ["OPENAI_API_KEY"], {"X-Sia-Item": other}),
+            ("made_up", "sia-node-guess", {}),
+        ):
+            req = urllib.request.Request(
+                os.environ["OPENAI_BASE_URL"] + "/chat/completions",
+                data=json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+                headers={"Authorization": "Bearer " + key, "Content-Type": "application/json",
+                         **headers},
+            )
+            try:
+                urllib.request.urlopen(req, timeout=30).read()
+                out[name] = 200
+            except urllib.error.HTTPError as exc:
+                out[name] = exc.code
         return out
     """
 )
