@@ -396,24 +396,51 @@ def ours(args: argparse.Namespace, task: Path, out: Path) -> tuple[list[float], 
 
 
 def trl_steps(args: argparse.Namespace) -> list[float]:
+    from sia_train.model import gguf_to_hf
+
+    times, _ = trl_grpo_steps(
+        gguf_to_hf(smollm2_gguf()),
+        steps=args.timing_steps,
+        tokens=16,
+        learning_rate=5e-5,
+        lora_rank=16,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    return times
+
+
+def trl_grpo_steps(
+    folder: Any,
+    *,
+    steps: int,
+    tokens: int,
+    learning_rate: float,
+    lora_rank: int,
+    seed: int = 0,
+    threads: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> tuple[list[float], list[float]]:
+    """trl's GRPOTrainer on the timing prompts (2 prompts x 4 completions of up to ``tokens``):
+    each step's seconds and each logged step's mean completion length."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sia_train.model import gguf_to_hf
-
-    torch.set_num_threads(args.threads)
-    folder = gguf_to_hf(smollm2_gguf())
+    if threads:
+        torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": prompt(t)}]} for t in TOPICS])
 
     def starts_with_i(completions: list[Any], **_: Any) -> list[float]:
         return [1.0 if c[0]["content"].strip().startswith("I") else 0.0 for c in completions]
 
     times: list[float] = []
+    lengths: list[float] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a: Any, **k: Any) -> None:
@@ -422,25 +449,31 @@ def trl_steps(args: argparse.Namespace) -> list[float]:
         def on_step_end(self, *a: Any, **k: Any) -> None:
             times.append(time.perf_counter() - self.t)
 
+        def on_log(self, *a: Any, logs: dict[str, Any] | None = None, **k: Any) -> None:
+            if logs and "completions/mean_length" in logs:
+                lengths.append(float(logs["completions/mean_length"]))
+
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
         per_device_train_batch_size=8,
         num_generations=4,
-        max_completion_length=16,
+        max_completion_length=tokens,
         temperature=1.0,
         beta=0.04,
-        learning_rate=5e-5,
+        learning_rate=learning_rate,
         loss_type="dapo",  # token-level mean, as our default loss_agg="token"
-        max_steps=args.timing_steps,
+        max_steps=steps,
         gradient_checkpointing=False,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=device == "cpu",
+        bf16=dtype == "bfloat16",
         report_to="none",
         save_strategy="no",
         logging_steps=1,
-        seed=args.seed,
+        seed=seed,
     )
-    peft = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft = LoraConfig(
+        r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=starts_with_i,
@@ -453,7 +486,7 @@ def trl_steps(args: argparse.Namespace) -> list[float]:
     with contextlib.redirect_stdout(sys.stderr):  # trl prints its log dicts
         trainer.train()
     shutil.rmtree(config.output_dir, ignore_errors=True)
-    return times
+    return times, lengths
 
 
 def part_b(args: argparse.Namespace, work: Path) -> list[str]:

@@ -7,6 +7,7 @@ recording stand-in to check its steps; jobs are packed and unpacked as the conta
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -279,3 +280,27 @@ def test_failed_remote_results(tmp_path: Path) -> None:
     lines = ['{"event": "step", "step": 1}', "noise", '{"no_event": 1}', "{broken"]
     jobpack.progress_events(lines, events.append)
     assert events == [{"event": "step", "step": 1}]
+
+
+def test_the_gpu_request_follows_the_base_models_profile() -> None:
+    """What `app.function(gpu=...)` gets, parsed by the installed modal client itself."""
+    from modal._utils.function_utils import parse_gpu_config
+
+    def job(base: str, **settings: object) -> TrainJob:
+        return TrainJob(
+            job_id="g", algorithm="grpo", trainer="x:y", task_dir="/t", scaffold="/t/s.py",
+            base_model=base, out_dir="/o", settings=dict(settings),
+        )  # fmt: skip
+
+    cases = {
+        ("openai/gpt-oss-120b", ()): ("H100", 8),
+        ("gpt-oss-20b", ()): ("H100", 1),
+        ("Qwen/Qwen3-8B", ()): ("L40S", 1),
+        ("/models/SmolLM2.gguf", ()): ("H100", 1),  # no profile: the executor's default
+        ("qwen3-8b", (("modal_gpu", "A100-80GB:2"),)): ("A100-80GB", 2),
+    }
+    for (base, settings), (kind, count) in cases.items():
+        request = ex.gpu_request(job(base, **dict(settings)))
+        parsed = parse_gpu_config(request)
+        assert (parsed.gpu_type, parsed.count) == (kind, count), base
+    assert "gpu" in inspect.signature(__import__("modal").App.function).parameters

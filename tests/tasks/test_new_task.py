@@ -138,3 +138,10 @@ def test_example_package_has_the_skeletons_files() -> None:
         "TODO one line on what the task measures",
         "Roman numerals to integers (example third-party task package)",
     )
+
+
+def test_every_example_ships_its_tests() -> None:
+    """A third party starts from an example: each one comes with tests the suite runs."""
+    for example in sorted((REPO / "examples").iterdir()):
+        if (example / "pyproject.toml").is_file():
+            assert list((example / "tests").glob("test_*.py")), f"{example.name} has no tests/"

@@ -65,6 +65,10 @@ def test_two_generations_through_the_cli(stub: OpenAIStub, tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = runs / "run_1"
+    # OpenHands' own log lines and banner stay out of sia's output, in the run folder
+    output = proc.stdout + proc.stderr
+    assert "OpenHands SDK v" not in output and "openhands.sdk" not in output
+    assert "openhands.sdk" in (run / "openhands.log").read_text()
     for gen in (1, 2):
         gdir = run / f"gen_{gen}"
         assert (gdir / "target_agent.py").read_text() == IMPROVED

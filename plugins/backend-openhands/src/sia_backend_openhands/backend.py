@@ -25,6 +25,7 @@ model.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,29 @@ class LiteLLMTaskModel(TaskModel):
         return reply.model_dump()  # type: ignore[no-any-return]
 
 
+#: OpenHands' own log lines go here, in the run folder, not to sia's output
+OPENHANDS_LOG = "openhands.log"
+
+
+def route_openhands_logs(run_dir: str | None) -> None:
+    """Keep OpenHands' log lines and banner out of sia's output: its import-time console handler
+    and banner are turned off (``LOG_AUTO_CONFIG``, ``OPENHANDS_SUPPRESS_BANNER``, unless the
+    user set them) and its ``openhands`` loggers write to ``RUN_DIR/openhands.log``."""
+    os.environ.setdefault("LOG_AUTO_CONFIG", "false")
+    os.environ.setdefault("OPENHANDS_SUPPRESS_BANNER", "1")
+    logger = logging.getLogger("openhands")
+    logger.propagate = False  # never up to a console handler on the root logger
+    logger.setLevel(logging.INFO)
+    for handler in [h for h in logger.handlers if getattr(h, "sia_run_log", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    if run_dir:
+        handler = logging.FileHandler(Path(run_dir) / OPENHANDS_LOG, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.sia_run_log = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 class OpenHandsBackend:
     """Meta/Feedback roles as an OpenHands agent (see the module docstring)."""
 
@@ -111,6 +135,7 @@ class OpenHandsBackend:
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options or BackendOptions()
+        route_openhands_logs(self.options.run_dir)  # before OpenHands is imported
         settings = dict(self.options.settings)
         self.settings = settings
         self.limits = AgentLimits.from_settings(settings)

@@ -229,7 +229,7 @@ class ModalExecutor:
         app = modal.App(APP_NAME)
         function = app.function(
             image=build_image(spec, modal),
-            gpu=str(job.settings.get("modal_gpu") or self.gpu),
+            gpu=gpu_request(job, self.gpu),
             timeout=int(job.settings.get("modal_timeout_s") or self.timeout_s),
             volumes={str(VOLUME_ROOT): volume},
             serialized=True,
@@ -245,6 +245,20 @@ class ModalExecutor:
                 elif "final" in message:
                     final = message["final"]
         return final
+
+
+def gpu_request(job: TrainJob, default: str = DEFAULT_GPU) -> str:
+    """Modal's ``gpu=`` for ``job``: ``--train-opt modal_gpu``, else what the base model's
+    profile needs (``"H100:8"`` for gpt-oss-120b, ``"L40S"`` for a 40 GB one), else ``default``."""
+    from sia_train.profiles import profile_for
+
+    if job.settings.get("modal_gpu"):
+        return str(job.settings["modal_gpu"])
+    profile = profile_for(job.base_model)
+    if profile is None:
+        return default
+    kind = "L40S" if profile.gpu_memory_gb <= 48 else "H100"
+    return f"{kind}:{profile.gpus}" if profile.gpus > 1 else kind
 
 
 def upload_once(volume: Any, upload: Upload) -> bool:  # pragma: no cover - needs Modal

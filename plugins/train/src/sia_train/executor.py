@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -102,6 +103,12 @@ def read_result(path: Path) -> TrainResult | None:
         return None
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -154,6 +161,17 @@ class LocalExecutor:
         timeout = job.settings.get("train_timeout_s", self.timeout_s)
         env = {**os.environ, **WORKER_ENV, **self.env}
         argv = [self.python, "-m", "sia_train.worker", str(job_path.resolve())]
+        nproc = int(job.settings.get("nproc") or 1)
+        if nproc > 1:  # data parallel: torchrun starts the ranks (sia_train.distributed)
+            argv[1:3] = [
+                "-m",
+                "torch.distributed.run",
+                f"--nproc_per_node={nproc}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}",
+                "-m",
+                "sia_train.worker",
+            ]
         start = time.monotonic()
         try:
             proc = subprocess.Popen(

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 from sia_core.contracts.errors import SiaError
 from sia_core.machinery.fs import locked
 
+from .profiles import machine_problem, profile_for
+
 if TYPE_CHECKING:
     import torch
 
@@ -127,6 +129,12 @@ def resolve_base_model(base_model: str, cache: Path | None = None) -> str:
     """A local HF folder (converting a ``.gguf`` once) or, with a reachable hub, the HF id."""
     if not base_model:
         raise SiaError("the training job names no base model (the task model has no weights)")
+    profile = profile_for(base_model)
+    if profile is not None:  # SIA's base models: by profile name or hub id
+        problem = machine_problem(profile)
+        if problem:
+            raise SiaError(problem)
+        base_model = profile.hub_id
     path = Path(base_model).expanduser()
     if path.suffix == ".gguf":
         return str(gguf_to_hf(path, cache))
@@ -208,6 +216,9 @@ def load_policy(
         policy = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
         policy = get_peft_model(model, lora_config(settings))
+    if settings.get("gradient_checkpointing"):  # GPU profiles: activations recomputed
+        policy.gradient_checkpointing_enable()
+        policy.enable_input_require_grads()
     return policy.to(device), tokenizer
 
 

@@ -27,6 +27,8 @@ WORKER_DEFAULTS: dict[str, Any] = {
     # None: all CPUs but one. On 2 shared cores, 2 OpenMP threads made a 4 x 16-token generate
     # take 24-48 s while another process was busy, 1 thread 1.5 s (spinning threads starve)
     "torch_threads": None,
+    "gradient_checkpointing": False,  # True in the GPU profiles (sia_train.profiles)
+    "nproc": 1,  # data-parallel worker processes (torchrun; sia_train.distributed)
 }
 
 #: every --train-opt key the local worker reads beyond DEFAULT_TRAIN_SETTINGS

@@ -129,6 +129,16 @@ def run_metrics(
         "seconds_per_step": round(_mean(step_seconds), 3) if step_seconds else None,
         "device": device,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_device_mb": _peak_device_mb(device),
         "value_head": value_head,
         "rollout_sandbox": sandbox,
     }
+
+
+def _peak_device_mb(device: str) -> int | None:
+    """The most GPU memory torch held at once (``None`` on the CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / (1 << 20))

@@ -10,6 +10,7 @@ per group and one optimizer step (:func:`sia_train.update.policy_update`), and l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -26,6 +27,7 @@ from sia_core.machinery.plugins import resolve
 from sia_core.machinery.runstore import atomic_write_text
 from sia_core.services.taskdir import load_task
 
+from . import distributed
 from .checkpoint import (
     CHECKPOINT,
     LOG_NAME,
@@ -39,6 +41,7 @@ from .checkpoint import (
     save_trained,
 )
 from .objective import Objective
+from .profiles import profile_for
 from .rollouts import PolicyTaskModel, RolloutCollector, rollout_sandbox, worker_logs_tail
 from .settings import WORKER_DEFAULTS
 from .train_log import Progress, append_line, print_progress, run_metrics, step_event, step_line
@@ -49,9 +52,29 @@ class StepFailed(SiaError):
     """A step could not train: every rollout failed."""
 
 
+def _step_samples(
+    objective: Objective, rollouts: Any, task: Any, out: Path, step: int
+) -> dict[str, Any]:
+    """The step's rollouts and advantages, or the error that ends the job (all failed)."""
+    flat = rollouts.flat()
+    if all(s.status != "ok" for s in flat):
+        tail = worker_logs_tail(out / "rollouts" / f"step_{step}")
+        return {  # scaffold output: no private label value in it
+            "error": task.redact(
+                f"step {step}: all {len(flat)} rollouts failed; first: "
+                f"{rollouts.errors[0] if rollouts.errors else '?'}"
+                + (f"\nscaffold worker logs:\n{tail}" if tail else "")
+            )
+        }
+    advantages = [a for group in objective.advantages(rollouts.groups) for a in group]
+    return {"samples": flat, "advantages": advantages}
+
+
 def settings_of(job: TrainJob) -> dict[str, Any]:
-    """Defaults (core + worker), then the job's settings."""
-    return {**DEFAULT_TRAIN_SETTINGS, **WORKER_DEFAULTS, **job.settings}
+    """Defaults (core + worker, then a base-model profile's GPU settings), then the job's."""
+    profile = profile_for(job.base_model)
+    gpu = profile.train_settings() if profile is not None else {}
+    return {**DEFAULT_TRAIN_SETTINGS, **WORKER_DEFAULTS, **gpu, **job.settings}
 
 
 def _trainables(
@@ -92,12 +115,28 @@ def _trainables(
 
 
 def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
-    """Run ``job`` to the end; raises on failure (``main`` turns that into a failed result)."""
+    """Run ``job`` to the end; raises on failure (``main`` turns that into a failed result).
+
+    Under torchrun (``nproc`` > 1) every rank runs this; see :mod:`sia_train.distributed`.
+    """
+    ranks = distributed.start()
+    try:
+        return _train(job, progress if ranks.leader else _quiet, ranks)
+    finally:
+        ranks.close()
+
+
+def _quiet(event: dict[str, Any]) -> None:
+    """The progress of ranks other than 0: nothing (rank 0 reports for the job)."""
+
+
+def _train(job: TrainJob, progress: Progress, ranks: distributed.Ranks) -> TrainResult:
     t_start = time.monotonic()
     settings = settings_of(job)
     out = Path(job.out_dir).resolve()
     ident = job_hash(job)
-    checkpoint, done_steps = prepare_out_dir(out, ident)
+    # rank 0 alone clears or resumes the out dir; the others read its checkpoint
+    checkpoint, done_steps = ranks.share(prepare_out_dir(out, ident) if ranks.leader else None)
     steps = int(settings["steps"])
     group_size = int(settings["group_size"])
     progress(
@@ -128,7 +167,7 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
 
     threads = settings["torch_threads"] or max(1, (os.cpu_count() or 1) - 1)
     torch.set_num_threads(int(threads))
-    device = pick_device(settings)
+    device = ranks.device(pick_device(settings))
     torch.manual_seed(job.seed)  # LoRA's A matrices start random: the same seed, the same start
     init = str(checkpoint / "adapter") if checkpoint else job.init_adapter
     model, tokenizer = load_policy(job.base_model, settings, init, device)
@@ -137,13 +176,14 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     )
     start_weights = trainable_state(model)
     load_seconds = time.monotonic() - t_start
-    sandbox, sandbox_note = rollout_sandbox(job.sandbox)
+    sandbox, sandbox_note = rollout_sandbox(job.sandbox) if ranks.leader else (None, "")
     progress(
         {
             "event": "loaded",
             "seconds": round(load_seconds, 2),
             "device": device,
             "sandbox": sandbox_note,
+            "ranks": ranks.world,
         }
     )
 
@@ -160,32 +200,35 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     every = int(settings["checkpoint_every"] or 0)
     parallel = min(int(settings["rollout_parallel"]), group_size * per_step)
     try:
-        with RolloutCollector(
-            sandbox=sandbox,
-            task=task,
-            scaffold=job.scaffold,
-            policy=policy,
-            work_dir=out / "rollouts",
-            parallel=parallel,
-            item_timeout_s=float(settings["rollout_timeout_s"]),
-        ) as collector:
+        with contextlib.ExitStack() as stack:
+            collector = (
+                stack.enter_context(
+                    RolloutCollector(
+                        sandbox=sandbox,
+                        task=task,
+                        scaffold=job.scaffold,
+                        policy=policy,
+                        work_dir=out / "rollouts",
+                        parallel=parallel,
+                        item_timeout_s=float(settings["rollout_timeout_s"]),
+                    )
+                )
+                if ranks.leader
+                else None
+            )
             for step in range(done_steps + 1, steps + 1):
                 t0 = time.monotonic()
                 sources = random.Random(f"{job.seed}:{step}").sample(examples, per_step)
                 torch.manual_seed(job.seed * 1_000_003 + step)
                 gen0 = policy.generate_seconds
-                rollouts = collector.collect(sources, group_size, f"step_{step}")
-                flat = rollouts.flat()
-                if all(s.status != "ok" for s in flat):
-                    tail = worker_logs_tail(out / "rollouts" / f"step_{step}")
-                    raise StepFailed(  # scaffold output: no private label value in it
-                        task.redact(
-                            f"step {step}: all {len(flat)} rollouts failed; first: "
-                            f"{rollouts.errors[0] if rollouts.errors else '?'}"
-                            + (f"\nscaffold worker logs:\n{tail}" if tail else "")
-                        )
-                    )
-                advantages = [a for group in objective.advantages(rollouts.groups) for a in group]
+                shared: dict[str, Any] = {}
+                if collector is not None:
+                    rollouts = collector.collect(sources, group_size, f"step_{step}")
+                    shared = _step_samples(objective, rollouts, task, out, step)
+                shared = ranks.share(shared)
+                if "error" in shared:
+                    raise StepFailed(shared["error"])
+                flat, advantages = shared["samples"], shared["advantages"]
                 t1 = time.monotonic()
                 with policy.model_lock:
                     stats = policy_update(
@@ -199,7 +242,10 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
                         value_head=value_head,
                         micro_batch_tokens=int(settings["micro_batch_tokens"]),
                         max_grad_norm=float(settings["max_grad_norm"] or 0) or None,
+                        group=ranks.group,
                     )
+                if not ranks.leader:
+                    continue
                 line = step_line(
                     step,
                     sources,
@@ -218,6 +264,8 @@ def train(job: TrainJob, progress: Progress = print_progress) -> TrainResult:
     finally:
         policy.close()
 
+    if not ranks.leader:  # rank 0 writes the adapter and the result
+        return TrainResult(status="ok", adapter=str(out))
     save_trained(out, model, optimizer, value_head)
     shutil.rmtree(out / "rollouts", ignore_errors=True)
     update_norm = math.sqrt(

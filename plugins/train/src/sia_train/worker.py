@@ -37,6 +37,7 @@ from sia_core.contracts.records import TrainJob, TrainResult, from_json, to_dict
 from sia_core.machinery.runstore import atomic_write_text
 
 from .checkpoint import LOG_NAME, RESULT_NAME
+from .distributed import rank_of_environment
 from .train_log import print_progress
 from .train_loop import train
 
@@ -63,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         out = Path(job.out_dir)
-        if out.is_dir():
+        if out.is_dir() and rank_of_environment() == 0:  # under torchrun: rank 0 writes
             result = failed_result(job, error)
             atomic_write_text(out / RESULT_NAME, json.dumps(to_dict(result), indent=2))
-        print_progress({"event": "done", "status": "failed", "error": error.splitlines()[0]})
+        if rank_of_environment() == 0:
+            print_progress({"event": "done", "status": "failed", "error": error.splitlines()[0]})
         return 1
     return 0
 

@@ -1,4 +1,5 @@
-"""The example third-party plugin under examples/, installed by scripts/setup like any package."""
+"""The example observer (sia-observer-jsonl), tested as a third party would: installed, then a real
+`sia` run with `SIA_EVENTS_JSONL` set."""
 
 from __future__ import annotations
 
