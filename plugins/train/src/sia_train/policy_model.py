@@ -46,6 +46,49 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def chat_prompt_ids(tokenizer: Any, messages: Any) -> list[int]:
+    """The token ids of an OpenAI ``messages`` list under the model's chat template, with the
+    assistant's turn opened (what the policy is asked to continue)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list")
+    chat = [
+        {"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
+        for m in messages
+        if isinstance(m, dict)
+    ]
+    ids = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(t) for t in ids]
+
+
+def chat_response(model: str, record: CallRecord) -> dict[str, Any]:
+    """The OpenAI ``chat.completion`` body of one generated call."""
+    n_prompt, n_completion = len(record.prompt_ids), len(record.completion_ids)
+    return {
+        "id": f"chatcmpl-sia-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": record.text},
+                "finish_reason": record.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_completion,
+            "total_tokens": n_prompt + n_completion,
+        },
+    }
+
+
 class PolicyTaskModel(TaskModel):
     """A :class:`sia_core.contracts.backend.TaskModel` generating with the (peft) model in this process.
 
@@ -127,20 +170,7 @@ class PolicyTaskModel(TaskModel):
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """Generate one completion for an OpenAI ``chat.completions`` body."""
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("'messages' must be a non-empty list")
-        chat = [
-            {"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
-            for m in messages
-            if isinstance(m, dict)
-        ]
-        prompt_ids = self.tokenizer.apply_chat_template(
-            chat, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        if hasattr(prompt_ids, "tolist"):
-            prompt_ids = prompt_ids.tolist()
-        if prompt_ids and isinstance(prompt_ids[0], list):
-            prompt_ids = prompt_ids[0]
+        prompt_ids = chat_prompt_ids(self.tokenizer, messages)
         wanted = body.get("max_tokens") or body.get("max_completion_tokens")
         if self.sampling == "policy":
             max_tokens = min(int(wanted), self.max_tokens) if wanted else self.max_tokens
@@ -177,25 +207,7 @@ class PolicyTaskModel(TaskModel):
             raise request.error
         record = request.result
         assert record is not None
-        n_prompt, n_completion = len(record.prompt_ids), len(record.completion_ids)
-        return {
-            "id": f"chatcmpl-sia-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": record.text},
-                    "finish_reason": record.finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": n_prompt,
-                "completion_tokens": n_completion,
-                "total_tokens": n_prompt + n_completion,
-            },
-        }
+        return chat_response(self.name, record)
 
     # -- the generation thread -------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "torch_threads": None,
     "gradient_checkpointing": False,  # True in the GPU profiles (sia_train.profiles)
     "nproc": 1,  # data-parallel worker processes (torchrun; sia_train.distributed)
+    # rollouts on an inference server (vLLM's OpenAI API, adapter hot-loaded; sia_train.
+    # server_policy): its /v1 URL and its name for the base model (default: the job's)
+    "inference_url": None,
+    "inference_model": None,
 }
 
 #: every --train-opt key the local worker reads beyond DEFAULT_TRAIN_SETTINGS

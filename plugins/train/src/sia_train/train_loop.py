@@ -43,6 +43,7 @@ from .checkpoint import (
 from .objective import Objective
 from .profiles import profile_for
 from .rollouts import PolicyTaskModel, RolloutCollector, rollout_sandbox, worker_logs_tail
+from .server_policy import ServerPolicy
 from .settings import WORKER_DEFAULTS
 from .train_log import Progress, append_line, print_progress, run_metrics, step_event, step_line
 from .update import policy_update
@@ -50,6 +51,20 @@ from .update import policy_update
 
 class StepFailed(SiaError):
     """A step could not train: every rollout failed."""
+
+
+#: adapters saved for the inference server to load (removed when the job ends)
+SERVED = "served"
+
+
+def _serve(policy: ServerPolicy, model: Any, out: Path, name: str) -> None:
+    """Save the current adapter where the server can read it and hot-load it there."""
+    folder = out / SERVED / name
+    model.save_pretrained(str(folder))
+    previous = [p for p in (out / SERVED).iterdir() if p != folder]
+    policy.load_adapter(str(folder), f"sia-{name}")
+    for old in previous:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _step_samples(
@@ -188,14 +203,27 @@ def _train(job: TrainJob, progress: Progress, ranks: distributed.Ranks) -> Train
     )
 
     temperature = float(settings["temperature"])
-    policy = PolicyTaskModel(
-        model,
-        tokenizer,
-        name=Path(job.base_model).stem or "policy",
-        temperature=temperature,
-        max_tokens=int(settings["max_tokens"]),
-        batch_wait_s=float(settings["batch_wait_s"]),
-    )
+    policy: Any
+    if settings["inference_url"] and ranks.leader:  # rollouts on a vLLM-style server
+        policy = ServerPolicy(
+            str(settings["inference_url"]),
+            str(settings["inference_model"] or job.base_model),
+            tokenizer,
+            temperature=temperature,
+            max_tokens=int(settings["max_tokens"]),
+            timeout_s=float(settings["rollout_timeout_s"]),
+        )
+        if init:  # the server samples from the policy being trained, from its first step
+            _serve(policy, model, out, f"{ident[:8]}-start")
+    else:
+        policy = PolicyTaskModel(
+            model,
+            tokenizer,
+            name=Path(job.base_model).stem or "policy",
+            temperature=temperature,
+            max_tokens=int(settings["max_tokens"]),
+            batch_wait_s=float(settings["batch_wait_s"]),
+        )
     log_path = out / LOG_NAME
     every = int(settings["checkpoint_every"] or 0)
     parallel = min(int(settings["rollout_parallel"]), group_size * per_step)
@@ -246,6 +274,8 @@ def _train(job: TrainJob, progress: Progress, ranks: distributed.Ranks) -> Train
                     )
                 if not ranks.leader:
                     continue
+                if isinstance(policy, ServerPolicy):  # the next step samples the updated policy
+                    _serve(policy, model, out, f"{ident[:8]}-step-{step}")
                 line = step_line(
                     step,
                     sources,
@@ -268,6 +298,7 @@ def _train(job: TrainJob, progress: Progress, ranks: distributed.Ranks) -> Train
         return TrainResult(status="ok", adapter=str(out))
     save_trained(out, model, optimizer, value_head)
     shutil.rmtree(out / "rollouts", ignore_errors=True)
+    shutil.rmtree(out / SERVED, ignore_errors=True)
     update_norm = math.sqrt(
         sum(
             float((p.detach() - start_weights[n]).pow(2).sum())
