@@ -27,10 +27,11 @@ from typing import Any
 import pytest
 
 from sia_core.contracts.errors import SiaError
+from sia_core.contracts.records import Item
 from sia_core.services.gateway import Gateway
 from sia_core.services.runner import ItemRunner, RunnerOptions, RunSpec
 from sia_core.surface.builtin.scripted import ScriptedTaskModel
-from sia_core.testing.conformance.runner import RunnerConformance
+from sia_core.testing.conformance.runner import SCAFFOLD, RunnerConformance, processes_with
 from sia_runner_ray.runner import RayRunner
 from sia_runner_ray.testing import TwoNodeCluster, can_make_namespaces
 
@@ -178,6 +179,21 @@ class TestRayRunnerOnTwoNodes(RunnerConformance):
         assert nodes == {cluster.head_ip, cluster.node_ip}
         # the workers' logs came back to the run's log folder
         assert list(spec.logs().glob("batch-*-worker-0.log"))
+
+    def test_timed_out_items_leave_no_process_on_either_node(
+        self, runner: RayRunner, cluster: TwoNodeCluster, gateway: Gateway, tmp_path: Path
+    ) -> None:
+        marker = "hang-" + secrets.token_hex(6)
+        items = [Item(id=f"h{k}", input=f"{marker}-{k}", split="dev") for k in range(4)]
+        results = runner.run_items(
+            self.spec(tmp_path, SCAFFOLD, "hang"), items, sandbox=_process(), gateway=gateway
+        )
+        assert {r.status for r in results} == {"timeout"}
+        assert {r.node.split()[0] for r in results} == {cluster.head_ip, cluster.node_ip}
+        deadline = time.monotonic() + 60  # a hang guard, not a speed check
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with(marker) == []
 
     def test_a_hostile_scaffold_in_bwrap_meets_the_same_walls_on_the_other_node(
         self, cluster: TwoNodeCluster, tmp_path: Path

@@ -62,7 +62,7 @@ SCAFFOLD = textwrap.dedent(
 BROKEN_SETUP = "def setup(ctx):\n    raise RuntimeError('no index here')\n\ndef solve(item, ctx):\n    return 1\n"
 
 
-def _processes_with(marker: str) -> list[int]:
+def processes_with(marker: str) -> list[int]:
     """Pids whose command line contains ``marker`` (every process of this machine)."""
     found = []
     for entry in os.scandir("/proc"):
@@ -159,9 +159,9 @@ class RunnerConformance:
         assert by_id["h"].status == "timeout", by_id["h"]
         assert by_id["i0"].status == "ok" and by_id["i1"].status == "ok"
         deadline = time.monotonic() + 60  # a hang guard, not a speed check
-        while _processes_with(marker) and time.monotonic() < deadline:
+        while processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _processes_with(marker) == []
+        assert processes_with(marker) == []
 
     def test_a_failing_setup_fails_every_item_with_its_error(
         self, runner: ItemRunner, sandbox: Sandbox, gateway: Gateway, tmp_path: Path
