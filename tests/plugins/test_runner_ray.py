@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -173,7 +174,11 @@ class TestRayRunnerOnTwoNodes(RunnerConformance):
         self, runner: RayRunner, cluster: TwoNodeCluster, gateway: Gateway, tmp_path: Path
     ) -> None:
         spec = self.spec(tmp_path, SLOW, "both")
+        # what a batch killed with its node leaves behind (its Ray worker's pid is gone)
+        stale = Path(tempfile.gettempdir()) / f"sia-ray-batch-999999999-{secrets.token_hex(3)}"
+        (stale / "work").mkdir(parents=True)
         results = runner.run_items(spec, self.items(8), sandbox=_process(), gateway=gateway)
+        assert not stale.exists()  # swept by the next batch on this machine
         assert all(r.status == "ok" for r in results), [r.error for r in results]
         nodes = {r.node.split()[0] for r in results}
         assert nodes == {cluster.head_ip, cluster.node_ip}

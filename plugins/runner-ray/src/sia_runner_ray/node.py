@@ -12,6 +12,7 @@ watchdog as a local run. The folder is removed when the batch ends.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 import tarfile
@@ -23,6 +24,7 @@ import attrs
 
 from sia_core.contracts.errors import SiaError
 from sia_core.contracts.records import Item, ItemResult
+from sia_core.machinery.fs import pid_alive
 from sia_core.machinery.plugins import new_plugin_manager, resolve
 from sia_core.services.runner import RunSpec, run_items
 
@@ -97,7 +99,8 @@ def run_batch(
     shipment: Shipment, items: list[Item], item_keys: dict[str, str], idle_key: str
 ) -> BatchResult:
     """Run ``items`` on this node; ``item_keys`` are their gateway keys (one per item)."""
-    root = Path(tempfile.mkdtemp(prefix="sia-ray-batch-"))
+    _sweep_stale_batches()
+    root = Path(tempfile.mkdtemp(prefix=f"{BATCH_PREFIX}{os.getpid()}-"))
     relay = NodeRelay(
         shipment.gateway_url,
         item_keys,
@@ -128,6 +131,19 @@ def run_batch(
     finally:
         relay.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+#: a batch's folder on its node: ``<tmp>/sia-ray-batch-<pid of the Ray worker>-<random>``
+BATCH_PREFIX = "sia-ray-batch-"
+
+
+def _sweep_stale_batches() -> None:
+    """Remove the folders of batches whose Ray worker died before cleaning up (killed with its
+    node's processes, or cancelled with ``force=True``)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{BATCH_PREFIX}*"):
+        pid = folder.name.removeprefix(BATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tail(path: Path) -> bytes:

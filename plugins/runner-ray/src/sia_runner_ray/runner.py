@@ -4,7 +4,9 @@
 here) and checks it: reachable, CPUs, and the run's sandbox available on every node, one line
 otherwise. :meth:`RayRunner.run_items` sends the scaffold and the public folder once, splits the
 items into batches of ``batch_size`` and submits each batch as a Ray task
-(:func:`sia_runner_ray.node.run_batch`), with one gateway key per item bound to that item. As
+(:func:`sia_runner_ray.node.run_batch`), with one gateway key per item bound to that item; only
+as many batches are in flight as the cluster's CPUs run at once, so a batch's deadline and keys
+start when it can start. As
 batches end, their results are recorded (with the node each item ran on) and their keys revoked.
 A batch whose node is lost (its node or worker died, or it ran past its deadline) is run again
 once elsewhere, with new keys, and each of its items records why; a second loss fails its items.
@@ -235,11 +237,18 @@ class RayRunner:
                 except Exception:
                     log.exception("on_item callback failed for %s", result.item_id)
 
-        pending = [
-            submit(list(range(s, min(s + size, len(items))))) for s in range(0, len(items), size)
+        # only as many batches in flight as the cluster runs at once: a batch's deadline (and
+        # its items' keys) start when it can start, not while it would wait in Ray's queue
+        queue: list[tuple[list[int], int, tuple[str, ...]]] = [
+            (list(range(s, min(s + size, len(items)))), 1, ()) for s in range(0, len(items), size)
         ]
+        pending: list[_Batch] = []
         try:
-            while pending:
+            while queue or pending:
+                cpus = ray.cluster_resources().get("CPU", 1)  # fewer once a node is lost
+                window = max(1, int(cpus // self.cpus_per_batch))
+                while queue and len(pending) < window:
+                    pending.append(submit(*queue.pop(0)))
                 ready, _ = ray.wait([b.ref for b in pending], num_returns=1, timeout=1.0)
                 now = time.monotonic()
                 for batch in list(pending):
@@ -263,7 +272,7 @@ class RayRunner:
                         len(batch.indices),
                         lost,
                     )
-                    pending.append(submit(batch.indices, 2, (*batch.reruns, lost)))
+                    queue.insert(0, (batch.indices, 2, (*batch.reruns, lost)))
         except BaseException:
             for batch in pending:
                 ray.cancel(batch.ref, force=True)
