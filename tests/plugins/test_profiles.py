@@ -83,3 +83,19 @@ def test_a_profile_gives_the_gpu_defaults_under_the_jobs_settings(tmp_path: Path
         assert result.status == "failed"
         assert "gpt-oss-20b needs 1 GPU with 80 GB" in result.error
         assert "Traceback" not in result.error
+
+
+def test_a_profile_as_the_local_task_model_is_one_line_where_the_machine_cannot(
+    tmp_path: Path,
+) -> None:
+    if not machine_problem(PROFILES[2]):
+        return  # a machine with a 40 GB GPU: the local backend goes on to fetch the model
+    proc = sia(
+        "--task", "tiny-add", "--backend", "local", "--task_model", "qwen3-8b", "--max_gen", "1",
+        "--runs-dir", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sia: error:")]
+    assert len(errors) == 1
+    assert "--task_model 'qwen3-8b': qwen3-8b needs 1 GPU with 40 GB" in errors[0]
+    assert "vllm serve Qwen/Qwen3-8B" in errors[0] and "Traceback" not in proc.stderr

@@ -165,8 +165,28 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def gpu_profile_problem(model_id: str) -> str:
+    """One line when ``model_id`` names a GPU base-model profile (``sia models``) this machine
+    cannot train, else ``""`` (also without sia-train)."""
+    try:
+        from sia_train.profiles import machine_problem, profile_for
+    except ImportError:
+        return ""
+    profile = profile_for(model_id)
+    why = machine_problem(profile) if profile is not None else ""
+    if profile is None or not why:
+        return ""
+    return (
+        f"--task_model {model_id!r}: {why}; to use it as the task model, serve it on a GPU "
+        f"machine ({profile.serving}) and run with --backend litellm (docs/training.md)"
+    )
+
+
 def hf_id_folder(model_id: str) -> Path:
     """The local folder of the hub model ``model_id`` (downloaded where a hub is reachable)."""
+    problem = gpu_profile_problem(model_id)
+    if problem:
+        raise SiaError(problem)
     if _hub_offline():
         raise SiaError(
             f"--task_model {model_id!r} is not a local .gguf file or HF model folder, and the "
