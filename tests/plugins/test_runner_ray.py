@@ -235,28 +235,33 @@ class TestRayRunnerOnTwoNodes(RunnerConformance):
     def test_a_lost_node_has_its_items_run_again_elsewhere(
         self, runner: RayRunner, cluster: TwoNodeCluster, gateway: Gateway, tmp_path: Path
     ) -> None:
-        killed = threading.Event()
+        # each item marks its start with its network namespace; the far node is killed once
+        # an item is known to be running there (so a batch is in flight on it)
+        started = tmp_path / "started"
+        started.mkdir()
+        far = os.stat(f"/run/netns/{cluster.netns}").st_ino
 
-        def on_item(result: Any) -> None:
-            if not killed.is_set():
-                killed.set()
-                threading.Thread(target=cluster.kill_second_node, daemon=True).start()
+        def kill_when_busy() -> None:
+            deadline = time.monotonic() + 300  # a hang guard
+            while time.monotonic() < deadline:
+                if any(p.name.endswith(f"-{far}") for p in started.iterdir()):
+                    cluster.kill_second_node()
+                    return
+                time.sleep(0.05)
 
+        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer.start()
         items = self.items(10)
+        spec = attrs_evolve(self.spec(tmp_path, MARKED, "lost"), params={"dir": str(started)})
         try:
-            results = runner.run_items(
-                self.spec(tmp_path, SLOW, "lost"),
-                items,
-                sandbox=_process(),
-                gateway=gateway,
-                on_item=on_item,
-            )
+            results = runner.run_items(spec, items, sandbox=_process(), gateway=gateway)
         finally:
+            killer.join(timeout=300)
             cluster.start_second_node()  # for the tests after this one
         assert [r.item_id for r in results] == [i.id for i in items]
         assert all(r.status == "ok" for r in results), [(r.item_id, r.error) for r in results]
         rerun = [r for r in results if r.reruns]
-        assert rerun, "the node was killed while items ran on it: some must have been re-run"
+        assert rerun, "the node was killed while an item ran on it: it must have been re-run"
         for r in rerun:
             assert r.node.split()[0] == cluster.head_ip
             assert len(r.reruns) == 1
@@ -319,6 +324,18 @@ SLOW = textwrap.dedent(
     import time
     def solve(item, ctx):
         time.sleep(1.0)
+        return ctx.llm([{"role": "user", "content": f"item {item.id}"}])
+    """
+)
+
+# marks its start (item id and network namespace inode) in a shared folder, then takes a while
+MARKED = textwrap.dedent(
+    """
+    import os, time
+    def solve(item, ctx):
+        ns = os.stat("/proc/self/ns/net").st_ino
+        open(os.path.join(ctx.params["dir"], f"{item.id}-{ns}"), "w").close()
+        time.sleep(3.0)
         return ctx.llm([{"role": "user", "content": f"item {item.id}"}])
     """
 )
