@@ -33,6 +33,10 @@ from sia_train.executor import LocalExecutor
 from sia_train.generation import apply_stop
 from sia_train.model import DONE_MARKER, gguf_to_hf, resolve_base_model
 
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from ddp_update_case import samples as case_samples
+from ddp_update_case import tiny_config
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = Path(__file__).resolve().parents[2] / "sia_core/src/sia_core/testing/tiny_task"
@@ -212,42 +216,14 @@ def test_micro_batches_give_the_whole_batch_update(agg: str) -> None:
     one SGD step (lr 1) moves every LoRA weight as the single-batch step does."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from sia_rl_grpo.objective import make_objective
-    from sia_train.objective import Rollout
-    from sia_train.rollout_records import CallRecord, RolloutSample
     from sia_train.update import policy_update
 
-    rng = random.Random(0)
-    samples = []
-    for r in range(6):
-        calls = []
-        for _ in range(0 if r == 2 else rng.randint(1, 2)):  # rollout 2 made no call
-            n = rng.randint(1, 5)
-            calls.append(
-                CallRecord(
-                    key="",
-                    prompt_ids=[rng.randint(1, 49) for _ in range(rng.randint(3, 9))],
-                    completion_ids=[rng.randint(1, 49) for _ in range(n)],
-                    old_logp=[-rng.uniform(2.0, 6.0) for _ in range(n)],
-                    text="",
-                    finish_reason="length",
-                )
-            )
-        rollout = Rollout(item_id="x", reward=rng.random())
-        samples.append(RolloutSample(rollout=rollout, source_id="x", status="ok", calls=calls))
-    advantages = [rng.uniform(-1, 1) for _ in samples]
+    samples, advantages = case_samples(6)  # rollout 2 made no call
     objective = make_objective({"kl_coef": 0.1, "loss_agg": agg})
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    config = tiny_config()
 
     def step(micro_batch_tokens: int) -> tuple[dict[str, Any], dict[str, float]]:
         torch.manual_seed(1)

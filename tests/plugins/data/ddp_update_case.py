@@ -19,14 +19,14 @@ OBJECTIVES = {
 }
 
 
-def samples() -> tuple[list[Any], list[float]]:
-    """Seven rollouts of 0-2 calls each (one made none), with advantages and step rewards."""
+def samples(n: int = 7) -> tuple[list[Any], list[float]]:
+    """``n`` rollouts of 0-2 calls each (rollout 2 made none), and their advantages."""
     from sia_train.objective import Rollout
     from sia_train.rollout_records import CallRecord, RolloutSample
 
     rng = random.Random(0)
     out = []
-    for r in range(7):
+    for r in range(n):
         calls = []
         for _ in range(0 if r == 2 else rng.randint(1, 2)):
             n = rng.randint(1, 5)
@@ -45,19 +45,11 @@ def samples() -> tuple[list[Any], list[float]]:
     return out, [rng.uniform(-1, 1) for _ in out]
 
 
-def step(objective_name: str, group: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
-    """One AdamW step (micro-batches of ~one rollout): every trainable parameter's change."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_config() -> Any:
+    """A two-layer Llama of vocabulary 50: seconds to build and to train on a CPU."""
+    from transformers import LlamaConfig
 
-    from sia_core.machinery.plugins import resolve
-    from sia_train.model import make_value_head
-    from sia_train.update import policy_update
-
-    torch.manual_seed(1)
-    torch.set_num_threads(1)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=50,
         hidden_size=32,
         intermediate_size=64,
@@ -66,8 +58,22 @@ def step(objective_name: str, group: Any = None) -> tuple[dict[str, Any], dict[s
         num_key_value_heads=2,
         max_position_embeddings=64,
     )
+
+
+def step(objective_name: str, group: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """One AdamW step (micro-batches of ~one rollout): every trainable parameter's change."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    from sia_core.machinery.plugins import resolve
+    from sia_train.model import make_value_head
+    from sia_train.update import policy_update
+
+    torch.manual_seed(1)
+    torch.set_num_threads(1)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
-    model = get_peft_model(LlamaForCausalLM(config), lora)
+    model = get_peft_model(LlamaForCausalLM(tiny_config()), lora)
     objective = resolve(OBJECTIVES[objective_name])({"kl_coef": 0.1})
     head = make_value_head(32, "cpu") if objective.needs_value_head else None
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
