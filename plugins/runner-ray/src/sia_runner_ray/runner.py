@@ -223,10 +223,11 @@ class RayRunner:
             ref = remote.remote(shipment, [items[i] for i in indices], keys, idle)
             return _Batch(indices, keys, idle, ref, time.monotonic() + budget, attempt, reruns)
 
+        revoke_key = getattr(gateway, "revoke", None)  # optional in the Gateway protocol
+
         def revoke(batch: _Batch) -> None:
-            for key in (*batch.keys.values(), batch.idle_key):
-                revoke_key = getattr(gateway, "revoke", None)
-                if callable(revoke_key):
+            if callable(revoke_key):
+                for key in (*batch.keys.values(), batch.idle_key):
                     revoke_key(key)
 
         def record(i: int, result: ItemResult) -> None:
@@ -245,10 +246,11 @@ class RayRunner:
         pending: list[_Batch] = []
         try:
             while queue or pending:
-                cpus = ray.cluster_resources().get("CPU", 1)  # fewer once a node is lost
-                window = max(1, int(cpus // self.cpus_per_batch))
-                while queue and len(pending) < window:
-                    pending.append(submit(*queue.pop(0)))
+                if queue:  # the window shrinks once a node is lost
+                    cpus = ray.cluster_resources().get("CPU", 1)
+                    window = max(1, int(cpus // self.cpus_per_batch))
+                    while queue and len(pending) < window:
+                        pending.append(submit(*queue.pop(0)))
                 ready, _ = ray.wait([b.ref for b in pending], num_returns=1, timeout=1.0)
                 now = time.monotonic()
                 for batch in list(pending):
