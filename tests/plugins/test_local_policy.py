@@ -10,6 +10,7 @@ import ast
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,6 +130,22 @@ def test_stall_pulls_weights_when_possible_and_says_why_when_not(tmp_path: Path)
     )
     assert blocked.decision.lever == "harness" and blocked.scaffold is not None
     assert "weights would be next, but no RL algorithm plugin" in blocked.decision.notes[0]
+
+
+def test_under_lever_harness_a_stall_keeps_searching_the_scaffold(tmp_path: Path) -> None:
+    """--lever harness: the stall that would pull weights proposes the next search point
+    instead (proposing weights there became a harness generation re-running its parent)."""
+    history = [
+        {"gen": 1, "dev_score": 0.5, "incumbent": True, "lever": "harness"},
+        {"gen": 2, "dev_score": 0.4, "incumbent": False, "lever": "harness"},
+        {"gen": 3, "dev_score": 0.3, "incumbent": False, "lever": "harness"},
+    ]
+    request = attrs.evolve(_request(tmp_path, [dict(r) for r in history]), lever_override="harness")
+    out = offline_feedback(request)
+    assert out.decision.lever == "harness"
+    assert out.scaffold is not None and out.scaffold != SCAFFOLD
+    forced = attrs.evolve(request, lever_override="weights")
+    assert offline_feedback(forced).decision.lever == "weights"
 
 
 def test_search_is_deterministic_and_never_repeats_a_measured_point(tmp_path: Path) -> None:

@@ -106,8 +106,12 @@ def offline_feedback(
     """Decide the next generation without an LLM."""
     stall = stalled_for(request.history)
     last = request.history[-1] if request.history else {}
+    # under --lever harness the search goes on: proposing weights there would be overridden to
+    # a harness generation without a scaffold edit, i.e. the parent run again
     if request.lever_override == "weights" or (
-        stall >= stall_generations and not request.weights_blockers
+        stall >= stall_generations
+        and not request.weights_blockers
+        and request.lever_override != "harness"
     ):
         why = (
             "--lever weights"
