@@ -222,7 +222,7 @@ def test_backend_options_are_validated() -> None:
         LocalBackend(BackendOptions(settings={"stall_generations": "two"}))
     with pytest.raises(
         Exception,
-        match=r"unknown --backend-opt for the local backend: stall_gens; known: gguf_outtype, n_ctx",
+        match=r"unknown --backend-opt for the local backend: stall_gens; known: flash_attn, gguf_outtype, n_ctx",
     ):
         LocalBackend(BackendOptions(settings={"stall_gens": "2"}))
 

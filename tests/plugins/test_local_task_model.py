@@ -30,15 +30,76 @@ def backend(task_model: str | None) -> LocalBackend:
     return LocalBackend(BackendOptions(task_model=task_model))
 
 
-def test_default_and_gguf_file_are_served_as_they_are(tmp_path: Path) -> None:
-    for wanted in (None, "smollm2", MODEL_NAME):
-        model = backend(wanted).task_model()
-        assert model.name == MODEL_NAME and model.trainable
-        assert model.base_model == str(smollm2_gguf()) and model.gguf == smollm2_gguf()
+def test_a_gguf_file_is_served_as_it_is(tmp_path: Path) -> None:
     copy = tmp_path / "mine.gguf"
     copy.symlink_to(smollm2_gguf())
     model = backend(str(copy)).task_model()
     assert model.name == "mine" and model.base_model == str(copy.resolve())
+    assert model.gguf == copy.resolve()
+
+
+def _file_type(path: Path) -> int:
+    import gguf
+
+    field = gguf.GGUFReader(path).fields["general.file_type"]
+    return int(field.parts[field.data[0]][0])
+
+
+def test_the_bundled_model_is_served_as_q8_0_written_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    served = set()
+    for wanted in (None, "smollm2", MODEL_NAME):
+        model = backend(wanted).task_model()
+        assert model.name == MODEL_NAME and model.trainable
+        assert model.base_model == str(model.gguf)  # training converts what is served
+        served.add(model.gguf)
+    (gguf_path,) = served
+    assert gguf_path.parent == tmp_path / "cache" / "gguf" and gguf_path.name.endswith(".q8_0.gguf")
+    assert _file_type(smollm2_gguf()) == 3 and _file_type(gguf_path) == 7  # Q4_1 -> Q8_0
+    written = gguf_path.stat().st_mtime_ns
+    assert backend(None).task_model().gguf.stat().st_mtime_ns == written  # cached, not redone
+
+    shipped = LocalBackend(BackendOptions(settings={"serve_type": "q4_1"})).task_model()
+    assert shipped.gguf == smollm2_gguf() and shipped.base_model == str(smollm2_gguf())
+    f32 = LocalBackend(BackendOptions(settings={"serve_type": "F32"})).task_model()
+    assert _file_type(f32.gguf) == 0
+
+
+def test_the_served_model_reads_prompts_with_flash_attention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
+    for flash, line in (
+        ("1", "flash_attn            = enabled"),
+        ("0", "flash_attn            = disabled"),
+    ):
+        run_dir = tmp_path / f"run-{flash}"
+        run_dir.mkdir()
+        local = LocalBackend(BackendOptions(run_dir=str(run_dir), settings={"flash_attn": flash}))
+        try:
+            reply = local.task_model().chat(
+                {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+            )
+            assert reply["choices"][0]["message"]["content"]
+        finally:
+            local.close()
+        log = (run_dir / "local_model_server.log").read_text(encoding="utf-8")
+        assert "file type   = Q8_0" in log and line in log
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"serve_type": "q2_k"}, "serve_type=q2_k: use one of q8_0, f16, f32, q4_1"),
+        ({"flash_attn": "maybe"}, "flash_attn=maybe: use 1 or 0"),
+    ],
+)
+def test_a_bad_serving_setting_is_one_line(settings: dict[str, str], message: str) -> None:
+    with pytest.raises(SiaError, match=message) as info:
+        LocalBackend(BackendOptions(settings=settings))
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -332,12 +332,13 @@ def test_hf_folder_task_model_is_served_and_takes_adapters(
     with llama.cpp's converter and served; the trainer gets the folder itself; an adapter is
     converted against the folder and served on top of it."""
     from sia_backend_local.backend import LocalBackend
-    from sia_backend_local.convert import ADAPTER_GGUF
+    from sia_backend_local.convert import ADAPTER_GGUF, retype_gguf
     from sia_backend_local.smollm2 import smollm2_gguf
     from sia_core.contracts.backend import BackendOptions
     from sia_train.model import gguf_to_hf
 
-    folder = gguf_to_hf(smollm2_gguf())  # cached: the weights run's worker converted it
+    # cached: the weights run's worker converted the GGUF it served (the bundled model as Q8_0)
+    folder = gguf_to_hf(retype_gguf(smollm2_gguf(), "q8_0"))
     cache = tmp_path / "cache"
     monkeypatch.setenv("SIA_CACHE_DIR", str(cache))  # the GGUF made of the folder goes here
     backend = LocalBackend(BackendOptions(task_model=str(folder), run_dir=str(tmp_path)))

@@ -6,6 +6,8 @@
   (``convert_hf_to_gguf.py``), cached under ``$SIA_CACHE_DIR/gguf/`` (default
   ``~/.cache/sia/gguf/``).
 - :func:`hf_id_folder`: an HF hub id -> its downloaded folder (only where a hub is reachable).
+- :func:`retype_gguf`: a GGUF -> the same model stored as another type (llama.cpp's own
+  ``llama_model_quantize``, in a subprocess; under a second), cached like the above.
 
 The converters ship only in llama-cpp-python's sdist; ``scripts/setup`` extracts them (with their
 ``conversion/`` package and ``gguf-py``) to ``.venv/share/llama.cpp-convert``. Set
@@ -153,6 +155,57 @@ def hf_to_gguf(folder: Path, outtype: str = DEFAULT_OUTTYPE, cache: Path | None 
             _run_converter(
                 HF_SCRIPT, ["--outtype", outtype, str(folder)], out, f"the model folder {folder}"
             )
+    return out
+
+
+#: the types :func:`retype_gguf` writes, by llama.cpp's ``LLAMA_FTYPE_*`` name
+RETYPES = {"q8_0": "MOSTLY_Q8_0", "f16": "MOSTLY_F16", "f32": "ALL_F32"}
+
+_RETYPE_SCRIPT = """
+import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_" + sys.argv[3])
+params.allow_requantize = True
+params.nthread = 2
+rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params))
+sys.exit(1 if rc else 0)
+"""
+
+
+def retype_gguf(src: Path, outtype: str, cache: Path | None = None) -> Path:
+    """``src`` stored as ``outtype`` (a key of :data:`RETYPES`), written once and cached.
+
+    The orchestrator never imports llama_cpp: the conversion runs in a subprocess of this
+    interpreter. Going to a wider type (Q4_1 -> Q8_0 or F32) keeps the weights (exactly, for F32)
+    and lets llama.cpp read prompts faster on a CPU; the file is keyed by the source's size and
+    first 16 MiB, so a changed source makes a new one.
+    """
+    if outtype not in RETYPES:
+        raise SiaError(f"GGUF type {outtype!r} unknown: use one of {', '.join(RETYPES)}")
+    src = Path(src).resolve()
+    h = hashlib.sha256(f"{src.stat().st_size}\0{outtype}".encode())
+    with open(src, "rb") as f:
+        h.update(f.read(16 << 20))
+    root = cache or gguf_cache_root()
+    out = root / f"{src.stem}.{h.hexdigest()[:16]}.{outtype}.gguf"
+    if out.is_file():
+        return out
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / f"{out.name}.lock"):
+        if out.is_file():
+            return out
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        proc = subprocess.run(
+            [sys.executable, "-c", _RETYPE_SCRIPT, str(src), str(tmp), RETYPES[outtype]],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if proc.returncode != 0 or not tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            tail = (proc.stderr or proc.stdout)[-1500:]
+            raise SiaError(f"storing {src.name} as {outtype} failed:\n{tail}")
+        os.replace(tmp, out)
     return out
 
 

@@ -64,6 +64,7 @@ class LlamaServer:
         startup_timeout_s: float = 120,
         chat_format: str | None = None,
         n_threads_batch: int | None = None,
+        flash_attn: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         self.alias = alias
@@ -77,6 +78,7 @@ class LlamaServer:
         self.log_path = Path(log_path) if log_path is not None else None
         self.startup_timeout_s = startup_timeout_s
         self.chat_format = chat_format
+        self.flash_attn = flash_attn
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
         self._temp_log = False
@@ -129,6 +131,8 @@ class LlamaServer:
         ]
         if self.chat_format is not None:
             argv += ["--chat_format", self.chat_format]
+        if self.flash_attn:
+            argv += ["--flash_attn", "true"]
         if self.lora_path is not None:
             argv += ["--lora_path", str(self.lora_path)]
         return argv
