@@ -10,7 +10,7 @@ Settings (``--backend-opt KEY=VALUE``): ``stall_generations`` (default 2), ``n_c
 ``n_threads`` (generation, 1), ``n_threads_batch`` (prompt processing, all cores),
 ``gguf_outtype`` (what an HF-folder task model is converted to for serving; ``q8_0``),
 ``serve_type`` (what the bundled SmolLM2, shipped as Q4_1, is served as: ``q8_0`` by default,
-stored once from the shipped weights, which reads prompts 1.5x faster on a CPU; ``f32`` keeps
+stored once from the shipped weights, which reads prompts 1.7x faster on a CPU; ``f32`` keeps
 the shipped weights exactly; ``f16``; ``q4_1`` serves the shipped file), ``flash_attn``
 (llama.cpp's flash attention, ``1``; ``0`` turns it off).
 
