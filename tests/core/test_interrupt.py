@@ -32,11 +32,19 @@ def command(tmp_path: Path) -> list[str]:
     ]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_the_resume_command_and_the_same_command_continues(tmp_path: Path) -> None:
     cmd = command(tmp_path)
     log = tmp_path / "stderr"
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        # as from a terminal: a test run started in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then keeps ignoring it
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_default_sigint
+        )
         deadline = time.monotonic() + 120  # a hang guard: the step starts within a second
         while "running the scaffold ..." not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
