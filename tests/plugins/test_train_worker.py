@@ -260,7 +260,7 @@ def test_shared_prompt_forward_equals_the_plain_forward() -> None:
     plain per-call pass's log-probabilities, hidden states and LoRA gradients."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from sia_train.completion_logprobs import _plain_forward, completion_forward
     from sia_train.rollout_records import CallRecord
@@ -278,15 +278,7 @@ def test_shared_prompt_forward_equals_the_plain_forward() -> None:
         )
         for k, n in enumerate([1, 3, 5, 2, 1, 4, 3])  # lengths 1..5; prompt 0 three times
     ]
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    config = tiny_config()
     torch.manual_seed(0)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
     model = get_peft_model(LlamaForCausalLM(config), lora)
@@ -315,22 +307,13 @@ def test_shared_prefill_generates_what_the_plain_generate_does() -> None:
     """Rollouts of one item share their prompt: its prefill runs once (one row per distinct
     prompt) and ``generate`` then feeds one token per row; tokens and logits are unchanged."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from sia_train.generation import shared_prefill
     from sia_train.model import cache_kwarg
 
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
+    config = tiny_config()
+    config.pad_token_id, config.eos_token_id = 0, 1
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     rng = random.Random(0)
