@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sia_core.machinery.astguard import guard_ast_parse
 from sia_core.machinery.runstore import SEALED, atomic_write_json
 
 from .base import (
@@ -49,6 +50,7 @@ class TrackerSession:
         self.state: dict[str, Any] = {}
         self.failed = False
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        guard_ast_parse()  # the backend's imports parse source while the loop does
         self.thread = threading.Thread(target=self._work, name=f"sia-tracker-{name}", daemon=True)
         self.thread.start()
 

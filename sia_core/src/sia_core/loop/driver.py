@@ -17,6 +17,7 @@ from sia_core.loop.gate import Gating
 from sia_core.loop.propose import Proposing
 from sia_core.loop.spending import CapReached, Spending
 from sia_core.loop.train import Training
+from sia_core.machinery.astguard import guard_ast_parse
 from sia_core.machinery.caps import caps_of, describe_cap
 from sia_core.machinery.fs import locked
 from sia_core.machinery.ledger import SPENDING_STEPS, run_cost, step_seconds, write_gen_cost
@@ -35,6 +36,7 @@ class Loop(Spending, Proposing, Training, Evaluation, Gating):
 
     def run(self) -> list[GenRow]:
         root = self.store.root
+        guard_ast_parse()  # tracker and gateway threads parse while the loop does
         with locked(root / ".lock", wait=False, busy=f"run folder {root}"):
             self.store.remove_stale_temps()
             return self._run_locked()
