@@ -73,7 +73,7 @@ def types_table(calls: int) -> None:
     n = cpu_count()
     shipped = smollm2_gguf()
     rows = []
-    for serve_type in ("q4_1", "q8_0", "f16", "f32"):
+    for serve_type in ("q4_1", "q8_0", "q4_0", "iq4_nl", "f16", "f32"):
         path = shipped if serve_type == "q4_1" else retype_gguf(shipped, serve_type)
         for flash in (False, True):
             server = LlamaServer(

@@ -114,6 +114,27 @@ def test_objective_tables_match_the_objectives(objective: str) -> None:
     assert compared >= 4
 
 
+def test_local_backend_table_matches_the_backend() -> None:
+    """docs/backends.md lists every ``--backend-opt`` key of the local backend, with its default."""
+    from sia_backend_local.backend import SETTINGS, LocalBackend
+
+    text = (DOCS / "backends.md").read_text()
+    table = text[text.index("| `stall_generations`") :].split("\n\n")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    documented = {r[0].strip("`"): parse_value(r[1]) for r in rows}
+    assert set(documented) == SETTINGS
+    backend = LocalBackend()
+    known = {
+        "stall_generations": backend.stall_generations,
+        "n_ctx": backend.n_ctx,
+        "gguf_outtype": backend.gguf_outtype,
+        "serve_type": backend.serve_type,
+        "flash_attn": 1 if backend.flash_attn else 0,
+    }
+    found = [(n, v, f"backends.md: {n}") for n, v in documented.items()]
+    assert check(found, known) == 5  # n_threads / n_threads_batch: prose ("half the CPUs")
+
+
 PROSE = re.compile(r"`([a-z_]+)` (-?\d[\d.]*(?:e-?\d+)?)\b")
 
 

@@ -45,7 +45,7 @@ def _file_type(path: Path) -> int:
     return int(field.parts[field.data[0]][0])
 
 
-def test_the_bundled_model_is_served_as_q8_0_written_once(
+def test_the_bundled_model_is_served_as_q4_0_written_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
@@ -56,8 +56,8 @@ def test_the_bundled_model_is_served_as_q8_0_written_once(
         assert model.base_model == str(model.gguf)  # training converts what is served
         served.add(model.gguf)
     (gguf_path,) = served
-    assert gguf_path.parent == tmp_path / "cache" / "gguf" and gguf_path.name.endswith(".q8_0.gguf")
-    assert _file_type(smollm2_gguf()) == 3 and _file_type(gguf_path) == 7  # Q4_1 -> Q8_0
+    assert gguf_path.parent == tmp_path / "cache" / "gguf" and gguf_path.name.endswith(".q4_0.gguf")
+    assert _file_type(smollm2_gguf()) == 3 and _file_type(gguf_path) == 2  # Q4_1 -> Q4_0
     written = gguf_path.stat().st_mtime_ns
     assert backend(None).task_model().gguf.stat().st_mtime_ns == written  # cached, not redone
 
@@ -65,6 +65,8 @@ def test_the_bundled_model_is_served_as_q8_0_written_once(
     assert shipped.gguf == smollm2_gguf() and shipped.base_model == str(smollm2_gguf())
     f32 = LocalBackend(BackendOptions(settings={"serve_type": "F32"})).task_model()
     assert _file_type(f32.gguf) == 0
+    q8 = LocalBackend(BackendOptions(settings={"serve_type": "q8_0"})).task_model()
+    assert _file_type(q8.gguf) == 7 and q8.base_model == str(q8.gguf)
 
 
 def test_the_served_model_reads_prompts_with_flash_attention(
@@ -86,13 +88,13 @@ def test_the_served_model_reads_prompts_with_flash_attention(
         finally:
             local.close()
         log = (run_dir / "local_model_server.log").read_text(encoding="utf-8")
-        assert "file type   = Q8_0" in log and line in log
+        assert "file type   = Q4_0" in log and line in log
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"serve_type": "q2_k"}, "serve_type=q2_k: use one of q8_0, f16, f32, q4_1"),
+        ({"serve_type": "q2_k"}, "serve_type=q2_k: use one of q4_0, q8_0, iq4_nl, f16, f32, q4_1"),
         ({"flash_attn": "maybe"}, "flash_attn=maybe: use 1 or 0"),
     ],
 )

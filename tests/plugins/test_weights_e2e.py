@@ -337,8 +337,8 @@ def test_hf_folder_task_model_is_served_and_takes_adapters(
     from sia_core.contracts.backend import BackendOptions
     from sia_train.model import gguf_to_hf
 
-    # cached: the weights run's worker converted the GGUF it served (the bundled model as Q8_0)
-    folder = gguf_to_hf(retype_gguf(smollm2_gguf(), "q8_0"))
+    # cached: the weights run's worker converted the GGUF it served (the bundled model as Q4_0)
+    folder = gguf_to_hf(retype_gguf(smollm2_gguf(), "q4_0"))
     cache = tmp_path / "cache"
     monkeypatch.setenv("SIA_CACHE_DIR", str(cache))  # the GGUF made of the folder goes here
     backend = LocalBackend(BackendOptions(task_model=str(folder), run_dir=str(tmp_path)))

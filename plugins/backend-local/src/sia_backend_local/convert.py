@@ -159,7 +159,13 @@ def hf_to_gguf(folder: Path, outtype: str = DEFAULT_OUTTYPE, cache: Path | None 
 
 
 #: the types :func:`retype_gguf` writes, by llama.cpp's ``LLAMA_FTYPE_*`` name
-RETYPES = {"q8_0": "MOSTLY_Q8_0", "f16": "MOSTLY_F16", "f32": "ALL_F32"}
+RETYPES = {
+    "q8_0": "MOSTLY_Q8_0",
+    "q4_0": "MOSTLY_Q4_0",
+    "iq4_nl": "MOSTLY_IQ4_NL",
+    "f16": "MOSTLY_F16",
+    "f32": "ALL_F32",
+}
 
 _RETYPE_SCRIPT = """
 import ctypes, sys, llama_cpp
@@ -177,8 +183,9 @@ def retype_gguf(src: Path, outtype: str, cache: Path | None = None) -> Path:
 
     The orchestrator never imports llama_cpp: the conversion runs in a subprocess of this
     interpreter. Going to a wider type (Q4_1 -> Q8_0 or F32) keeps the weights (exactly, for F32)
-    and lets llama.cpp read prompts faster on a CPU; the file is keyed by the source's size and
-    first 16 MiB, so a changed source makes a new one.
+    and lets llama.cpp read prompts faster on a CPU; Q4_0 and IQ4_NL quantise them again (a
+    small loss) into types llama.cpp repacks for its fastest CPU kernels. The file is keyed by
+    the source's size and first 16 MiB, so a changed source makes a new one.
     """
     if outtype not in RETYPES:
         raise SiaError(f"GGUF type {outtype!r} unknown: use one of {', '.join(RETYPES)}")

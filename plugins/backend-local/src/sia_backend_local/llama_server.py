@@ -128,6 +128,10 @@ class LlamaServer:
             str(self.n_threads),
             "--n_threads_batch",
             str(self.n_threads_batch),
+            # the server's default keeps the logits of every prompt token (49,152 floats each
+            # for SmolLM2); sia never asks for logprobs, and the last token's logits are kept
+            "--logits_all",
+            "false",
         ]
         if self.chat_format is not None:
             argv += ["--chat_format", self.chat_format]
