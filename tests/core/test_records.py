@@ -167,3 +167,19 @@ def test_atomic_writes_make_ordinary_files(tmp_path) -> None:
     os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~old
     assert path.read_text() == "x" and [p.name for p in path.parent.iterdir()] == ["b.txt"]
+
+
+def test_backend_on_off_settings_are_read_one_way() -> None:
+    import pytest
+
+    from sia_core.contracts.backend import BackendOptions
+    from sia_core.contracts.errors import SiaError
+
+    for text, value in (("1", True), (" Yes", True), ("on", True), ("0", False), ("OFF", False)):
+        assert BackendOptions(settings={"stream": text}).flag("stream", not value) is value
+    assert BackendOptions().flag("stream", True) is True
+    assert BackendOptions().flag("stream", False) is False
+    for bad in ("maybe", ""):
+        with pytest.raises(SiaError, match=f"--backend-opt stream={bad!r}: use 1 or 0") as info:
+            BackendOptions(settings={"stream": bad}).flag("stream", True)
+        assert "\n" not in str(info.value)

@@ -95,7 +95,7 @@ def test_the_served_model_reads_prompts_with_flash_attention(
     ("settings", "message"),
     [
         ({"serve_type": "q2_k"}, "serve_type=q2_k: use one of q4_0, q8_0, iq4_nl, f16, f32, q4_1"),
-        ({"flash_attn": "maybe"}, "flash_attn=maybe: use 1 or 0"),
+        ({"flash_attn": "maybe"}, "flash_attn='maybe': use 1 or 0"),
     ],
 )
 def test_a_bad_serving_setting_is_one_line(settings: dict[str, str], message: str) -> None:

@@ -53,10 +53,6 @@ SETTINGS = frozenset(
 )
 
 
-def _flag(value: Any) -> bool:
-    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
-
-
 def _num(settings: dict[str, Any], key: str, default: float) -> float:
     try:
         return float(settings.get(key, default))
@@ -105,8 +101,8 @@ class ClaudeBackend:
         self.adapter = ClaudeAdapter(
             self.client,
             self.meta_model,
-            stream=_flag(settings.get("stream", 1)),
-            cache=_flag(settings.get("cache", 1)),
+            stream=self.options.flag("stream", True),
+            cache=self.options.flag("cache", True),
             stream_retries=int(_num(settings, "stream_retries", 3)),
             backoff_s=_num(settings, "backoff_s", 1.0),
             price=_price(settings),
@@ -126,7 +122,7 @@ class ClaudeBackend:
                 self.task_model_id,
                 max_tokens=int(_num(self.settings, "task_max_tokens", 1024)),
                 price=_price(self.settings),
-                sampling=_flag(self.settings.get("sampling", 1)),
+                sampling=self.options.flag("sampling", True),
             )
         return self._task_model
 

@@ -132,15 +132,6 @@ class LocalModel(TaskModel):
         self._server.close()
 
 
-def _flag(value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"flash_attn={value}: use 1 or 0")
-
-
 def lora_gguf(adapter_dir: str, base_gguf: Path, base_hf: Path | None = None) -> Path:
     """The GGUF LoRA llama.cpp serves for a peft adapter folder (converted once, cached beside).
 
@@ -196,9 +187,9 @@ class LocalBackend:
             )
             self.gguf_outtype = str(settings.get("gguf_outtype", DEFAULT_OUTTYPE))
             self.serve_type = str(settings.get("serve_type", DEFAULT_SERVE_TYPE)).lower()
-            self.flash_attn = _flag(settings.get("flash_attn", "1"))
         except ValueError as exc:
             raise SiaError(f"--backend-opt for the local backend: {exc}") from exc
+        self.flash_attn = self.options.flag("flash_attn", True)
         if self.serve_type not in SERVE_TYPES:
             raise SiaError(
                 f"--backend-opt serve_type={self.serve_type}: use one of {', '.join(SERVE_TYPES)}"

@@ -61,15 +61,6 @@ DEFAULT_PROMPT_CHARS = 12_000
 LOCAL_PROMPT_CHARS = 3_000
 
 
-def _flag(settings: dict[str, Any], key: str, default: bool) -> bool:
-    value = str(settings.get(key, default)).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SiaError(f"--backend-opt {key}={settings[key]!r}: expected true or false")
-
-
 def _number(settings: dict[str, Any], key: str, default: float | None, kind: type) -> Any:
     if key not in settings:
         return default
@@ -143,7 +134,7 @@ class OpenHandsBackend:
         self.local_meta = meta.lower() in LOCAL_META_MODELS
         self.meta_model = f"openai/{LOCAL_ALIAS}" if self.local_meta else meta
         self.base_url = settings.get("base_url") or None
-        self.native_tool_calling = _flag(settings, "native_tool_calling", not self.local_meta)
+        self.native_tool_calling = self.options.flag("native_tool_calling", not self.local_meta)
         self.temperature = _number(settings, "temperature", 0.0, float)
         self.retries = int(_number(settings, "retries", 3, int))
         self.meta_n_ctx = int(_number(settings, "meta_n_ctx", 8192, int))

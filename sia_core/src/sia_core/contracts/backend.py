@@ -39,6 +39,17 @@ class BackendOptions:
             )
         return dict(self.settings)
 
+    def flag(self, key: str, default: bool) -> bool:
+        """The on/off setting ``key`` (``1``/``0``, ``true``/``false``, ``yes``/``no``,
+        ``on``/``off``; ``default`` when unset); any other value is one line."""
+        value = self.settings.get(key, default)
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise SiaError(f"--backend-opt {key}={value!r}: use 1 or 0 (true/false, yes/no, on/off)")
+
 
 #: ``try_scaffold(code, n_items)`` runs a candidate scaffold on the first ``n_items`` PUBLIC train
 #: items in the run's sandbox, through the gateway, and returns ``{"score", "n_items", "items":
