@@ -46,7 +46,7 @@ def _file_type(path: Path) -> int:
 
 
 def test_the_bundled_model_is_served_as_q4_0_written_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SIA_CACHE_DIR", str(tmp_path / "cache"))
     served = set()
@@ -58,8 +58,12 @@ def test_the_bundled_model_is_served_as_q4_0_written_once(
     (gguf_path,) = served
     assert gguf_path.parent == tmp_path / "cache" / "gguf" and gguf_path.name.endswith(".q4_0.gguf")
     assert _file_type(smollm2_gguf()) == 3 and _file_type(gguf_path) == 2  # Q4_1 -> Q4_0
+    said = capfd.readouterr().err
+    assert said.count(f"sia: storing {smollm2_gguf().name} as q4_0 once") == 1
+    assert f"sia: storing {smollm2_gguf().name} as q4_0: done in " in said
     written = gguf_path.stat().st_mtime_ns
     assert backend(None).task_model().gguf.stat().st_mtime_ns == written  # cached, not redone
+    assert capfd.readouterr().err == ""
 
     shipped = LocalBackend(BackendOptions(settings={"serve_type": "q4_1"})).task_model()
     assert shipped.gguf == smollm2_gguf() and shipped.base_model == str(smollm2_gguf())
@@ -215,5 +219,5 @@ def test_a_conversion_says_it_starts_and_ends(
     finally:
         del os.environ["SIA_LLAMA_CONVERT_DIR"]
     assert f"sia: converting the adapter {adapter} to GGUF once" in first
-    assert f"sia: converted the adapter {adapter} to GGUF in " in first
+    assert f"sia: converting the adapter {adapter} to GGUF: done in " in first
     assert again == ""

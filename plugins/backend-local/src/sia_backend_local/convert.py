@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sia_core.contracts.errors import SiaError
@@ -54,32 +55,46 @@ def converter_dir() -> Path:
 
 
 def _run_converter(script: str, args: list[str], out: Path, what: str) -> None:
-    """Run ``script`` so that it writes ``out`` (via a temporary file, renamed into place)."""
+    """Run llama.cpp's converter ``script`` so that it writes ``out``."""
     folder = converter_dir()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     env = {**os.environ, "PYTHONPATH": str(folder / "gguf-py"), "HF_HUB_OFFLINE": "1"}
-    # a one-off conversion can take minutes: say so (stderr, one line each way)
-    print(f"sia: converting {what} to GGUF once ({out}) ...", file=sys.stderr, flush=True)
+    _write_once(
+        lambda tmp: [sys.executable, str(folder / script), "--outfile", str(tmp), *args],
+        out,
+        f"converting {what} to GGUF",
+        env=env,
+        cwd=folder,
+    )
+
+
+def _write_once(
+    argv: Callable[[Path], list[str]],
+    out: Path,
+    doing: str,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Run ``argv(tmp)``, a command that writes the file ``tmp``, then rename it to ``out``
+    (never a half-written ``out``). ``doing`` ("converting X to GGUF") names the one-off work on
+    stderr, a line before and after, and in the one-line error."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    print(f"sia: {doing} once ({out}) ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
         proc = subprocess.run(
-            [sys.executable, str(folder / script), "--outfile", str(tmp), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=folder,
-            timeout=1800,
+            argv(tmp), capture_output=True, text=True, env=env, cwd=cwd, timeout=1800
         )
     except subprocess.TimeoutExpired as exc:
         tmp.unlink(missing_ok=True)
-        raise SiaError(f"converting {what} to GGUF took over {exc.timeout:g} s") from exc
+        raise SiaError(f"{doing} took over {exc.timeout:g} s") from exc
     if proc.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         tail = (proc.stderr or proc.stdout)[-1500:]
-        raise SiaError(f"converting {what} to GGUF failed:\n{tail}")
+        raise SiaError(f"{doing} failed:\n{tail}")
     os.replace(tmp, out)
     seconds = time.monotonic() - started
-    print(f"sia: converted {what} to GGUF in {seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"sia: {doing}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def _newer_than(out: Path, sources: list[Path]) -> bool:
@@ -201,18 +216,18 @@ def retype_gguf(src: Path, outtype: str, cache: Path | None = None) -> Path:
     with locked(root / f"{out.name}.lock"):
         if out.is_file():
             return out
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        proc = subprocess.run(
-            [sys.executable, "-c", _RETYPE_SCRIPT, str(src), str(tmp), RETYPES[outtype]],
-            capture_output=True,
-            text=True,
-            timeout=1800,
+        _write_once(
+            lambda tmp: [
+                sys.executable,
+                "-c",
+                _RETYPE_SCRIPT,
+                str(src),
+                str(tmp),
+                RETYPES[outtype],
+            ],
+            out,
+            f"storing {src.name} as {outtype}",
         )
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            tail = (proc.stderr or proc.stdout)[-1500:]
-            raise SiaError(f"storing {src.name} as {outtype} failed:\n{tail}")
-        os.replace(tmp, out)
     return out
 
 

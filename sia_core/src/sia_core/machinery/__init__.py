@@ -2,6 +2,6 @@
 
 ``plugins`` (the plugin manager and registries), ``runstore`` (the run folder: crash-safe writes,
 ``events.jsonl``, its layout), ``runstate`` (the one reader of a run's events), ``ledger``,
-``pricing`` and ``caps`` (what a run spends and its limits), ``fs`` (OS plumbing), ``astguard`` (a CPython
-thread bug worked around).
+``pricing`` and ``caps`` (what a run spends and its limits), ``fs`` (OS plumbing), ``astguard``
+(a CPython thread bug worked around).
 """
