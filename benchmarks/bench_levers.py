@@ -45,7 +45,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from sia_core.contracts.records import ScoreResult
+from sia_core.contracts.records import Metrics, ScoreResult, from_dict
 from sia_core.services.gate_rule import judge
 
 HERE = Path(__file__).resolve().parent
@@ -111,14 +111,9 @@ def run_arm(args: argparse.Namespace, arm: str, task: Path, runs: Path) -> float
 
 
 def dev_scores(run: Path, gen: int) -> ScoreResult:
-    dev = json.loads((run / f"gen_{gen}" / "metrics.json").read_text(encoding="utf-8"))["dev"]
-    return ScoreResult(
-        split="dev",
-        score=dev["score"],
-        n_items=dev["n_items"],
-        n_answered=dev["n_answered"],
-        per_item=dev["per_item"],
-    )
+    """A generation's dev scores, read as the gate reads them."""
+    metrics = json.loads((run / f"gen_{gen}" / "metrics.json").read_text(encoding="utf-8"))
+    return from_dict(Metrics, metrics).dev
 
 
 def read_arm(run: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Prompt reading (prefill) time of the local model by llama.cpp thread count, idle and beside a
 busy process: the figures behind ``sia_backend_local.llama_config.default_threads``; then by
 the type the model is served as (the local backend's ``serve_type``) with and without flash
-attention, on every CPU: the figures behind its defaults (Q8_0, flash attention on).
+attention, on every CPU: the figures behind its defaults (Q4_0, flash attention on).
 
 Starts SmolLM2-135M-Instruct under ``llama_cpp.server`` once per setting and sends chat calls
 whose ~720-token prompts differ from the first token on (so the server's prompt-prefix cache
