@@ -1,13 +1,7 @@
-"""A guard for a CPython bug that a run's threads would otherwise hit: on 3.11.0-3.11.7 and
-3.12.0-3.12.1, two threads in ``ast.parse`` at once can fail with ``SystemError: AST constructor
-recursion depth mismatch`` (python/cpython#106905: the depth counter was interpreter-wide, and a
-garbage collection in the middle of a parse can hand the GIL to the other thread).
-
-sia parses Python in the loop (scaffolds, task parameters) while tracker threads import their
-libraries (wandb's settings parse their own source through pydantic) and the model gateway serves
-calls. On an affected interpreter :func:`guard_ast_parse` makes ``ast.parse`` take one process-wide
-lock; elsewhere it does nothing.
-"""
+"""On CPython 3.11.0-3.11.7 and 3.12.0-3.12.1 two threads in ``ast.parse`` at once can fail with
+``SystemError: AST constructor recursion depth mismatch`` (python/cpython#106905). The loop parses
+scaffolds while tracker threads import libraries that parse source (wandb, through pydantic):
+there :func:`guard_ast_parse` makes ``ast.parse`` take one process-wide lock."""
 
 from __future__ import annotations
 
